@@ -1,0 +1,1 @@
+"""resnet_jax: residual networks in JAX/Flax for research."""
