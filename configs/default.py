@@ -1,0 +1,96 @@
+"""ImageNet ResNet-50 v1.5, the standard 90-epoch recipe (Goyal et al. 2017).
+
+SGD with Nesterov momentum 0.9, lr 0.1 x batch/256 with 5 linear warmup epochs then cosine decay, weight decay 1e-4
+on kernels only (not on BatchNorm parameters or biases), global batch 1024, bf16 compute on accelerators.
+
+Command (after `python -m experiments.prepare_data --dataset=imagenet2012 --manual_dir=DIR`):
+
+  python -m experiments.train --config=configs/default.py --workdir=runs/imagenet_r50
+
+Measured results: none yet. Published single-crop anchor for this recipe: about 76 % top-1.
+All other configs import this one and override a few fields.
+"""
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def get_config():
+  """Returns the base configuration; every field is documented inline."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds parameter init, dropout and the data order.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "resnet50"  # One of resnet_jax.models.names().
+  # Knob overrides handed to models.create; None keeps the model's own default.
+  config.model.variant = placeholder(str)  # 'v1', 'v1.5', 'preact'.
+  config.model.shortcut = placeholder(str)  # 'A', 'B', 'C', 'none'.
+  config.model.zero_init_residual = placeholder(bool)  # Last BN scale = 0.
+  config.model.stem_pool = placeholder(str)  # 'max', 'avg', 'none'.
+  config.model.global_pool = placeholder(str)  # 'avg', 'max', 'flatten'.
+  config.model.head = placeholder(str)  # 'dense', 'conv', 'mlp'.
+  config.model.head_hidden = placeholder(tuple)  # MLP widths, e.g. (4096, 4096).
+  config.model.dropout = placeholder(float)  # Dropout before the classifier.
+  config.model.activation = placeholder(str)  # 'relu', 'tanh', 'sigmoid', ...
+  config.model.width = placeholder(float)  # Width multiplier.
+  config.model.bn_momentum = placeholder(float)  # BatchNorm momentum.
+  config.model.bn_epsilon = placeholder(float)  # BatchNorm epsilon.
+  config.model.drop_blocks = placeholder(tuple)  # Lesion: blocks to skip.
+
+  config.dtype = "bfloat16"  # Compute dtype; parameters and BatchNorm statistics stay float32.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "imagenet2012"  # A TFDS name, 'shapes' (built in) or 'synthetic' (on device, no TF).
+  config.data.builder_config = placeholder(str)  # TFDS builder config.
+  config.data.data_dir = placeholder(str)  # TFDS data dir; None = default.
+  config.data.preprocess = "imagenet"  # Augmentation family: 'imagenet' or 'cifar'.
+  config.data.image_size = 224  # Train and eval crop size.
+  config.data.crop_fraction = 0.875  # Eval center-crop fraction (ImageNet family).
+  config.data.train_split = "train"  # TFDS split to train on.
+  config.data.eval_split = "validation"  # TFDS split to evaluate on (every example exactly once).
+  config.data.shuffle_buffer = 16 * 1024  # Example shuffle buffer per process.
+  config.data.cache = False  # Cache decoded-free records in memory (small datasets only).
+  config.data.num_parallel_calls = -1  # tf.data parallelism; -1 = AUTOTUNE.
+  config.data.num_classes = placeholder(int)  # None = from the dataset.
+
+  config.batch_size = 1024  # Global training batch over all devices and processes.
+  config.eval_batch_size = 1024  # Global evaluation batch (the last batch is padded and masked).
+  config.num_epochs = 90.0  # Set this or num_steps.
+  config.num_steps = placeholder(int)  # Set this or num_epochs.
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "sgd"  # 'sgd', 'lars', 'adamw', 'lamb'.
+  config.optimizer.momentum = 0.9  # SGD / LARS momentum (beta1 for Adam-type).
+  config.optimizer.nesterov = True  # Nesterov momentum for SGD.
+  config.optimizer.weight_decay = 1e-4  # Applied to kernels only, never to BatchNorm or biases.
+  config.optimizer.grad_clip_norm = placeholder(float)  # Global-norm clip.
+  config.optimizer.ema_decay = placeholder(float)  # EMA of params for eval.
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = "cosine"  # 'cosine', 'step', 'polynomial', 'constant'.
+  config.schedule.base_lr = 0.1  # Learning rate per `reference_batch` images (linear scaling rule).
+  config.schedule.reference_batch = 256  # lr = base_lr * batch_size / reference_batch.
+  config.schedule.warmup_epochs = 5.0  # Or warmup_steps.
+  config.schedule.warmup_steps = placeholder(int)
+  config.schedule.boundaries_epochs = placeholder(tuple)  # 'step' schedule.
+  config.schedule.boundaries_steps = placeholder(tuple)  # 'step' schedule.
+  config.schedule.decay_factor = 0.1  # 'step' schedule multiplier at each boundary.
+  config.schedule.end_lr = 0.0  # Final learning rate of 'cosine' and 'polynomial'.
+  config.schedule.power = 2.0  # 'polynomial' power.
+
+  config.label_smoothing = 0.0  # Softmax cross-entropy label smoothing.
+  config.sync_batch_stats = True  # BatchNorm statistics over the global batch (cross-device).
+  config.parallelism = "shard_map"  # 'shard_map' (recommended) or 'pmap'.
+
+  config.log_every_steps = 100  # Console / metrics.jsonl / TensorBoard training lines.
+  config.eval_every_steps = placeholder(int)  # Or eval_every_epochs.
+  config.eval_every_epochs = 1.0
+  config.checkpoint_every_steps = 1000  # Asynchronous Orbax saves (also at the end and on preemption).
+  config.keep_checkpoints = 3  # Keep the last K checkpoints.
+  config.keep_checkpoint_every_steps = placeholder(int)  # Also keep every M.
+
+  config.init_from = placeholder(str)  # Checkpoint/weights to fine-tune from.
+  config.freeze_backbone = False  # Train only the head (linear probe) when fine-tuning.
+
+  config.compilation_cache_dir = "~/.cache/resnet_jax/xla"  # Persistent XLA cache; '' disables it.
+  config.profile_steps = placeholder(tuple)  # (start, stop) profiler trace.
+  return config

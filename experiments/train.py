@@ -1,0 +1,48 @@
+r"""Trains and evaluates a ResNet: `resnet_jax.train.train_and_evaluate(config, workdir)`.
+
+With no flags it runs the demo: the built-in `shapes` dataset (generated and prepared on first use, no download)
+and a CIFAR-style ResNet-20, into runs/demo.
+
+  python -m experiments.train                                     # the demo
+  python -m experiments.train --config=configs/cifar10.py:depth=56,shortcut=none --workdir=runs/plain56
+  python -m experiments.train --config=configs/default.py --workdir=runs/r50 --config.batch_size=512
+
+Rerunning a command with the same --workdir resumes from its latest checkpoint.
+"""
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+config_flags.DEFINE_config_file(
+    "config", os.path.join(_HERE, os.pardir, "configs", "shapes.py"), "Training configuration file.",
+    lock_config=True)
+flags.DEFINE_string("workdir", "runs/demo", "Directory for checkpoints, metrics and TensorBoard files.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from resnet_jax import distributed  # pylint: disable=g-import-not-at-top
+
+  distributed.hide_accelerators_from_tensorflow()
+  launch = distributed.detect(os.environ, coordinator_address=flags.FLAGS.coordinator_address,
+                              num_processes=flags.FLAGS.num_processes, process_id=flags.FLAGS.process_id)
+  distributed.initialize(launch)
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from resnet_jax import train  # pylint: disable=g-import-not-at-top
+
+  logging.info("Process %d of %d; %d local of %d devices: %s", jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count(), jax.local_devices())
+  train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

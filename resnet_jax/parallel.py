@@ -1,0 +1,125 @@
+"""Data parallelism: one per-device step with a named batch axis, run under `jax.shard_map` or `jax.pmap`.
+
+The step functions in `resnet_jax.train` are written for ONE device's slice of the batch and talk to the other
+devices only through collectives over `AXIS` (gradient mean, BatchNorm statistics, metric sums). This module maps
+such a function over all devices in one of two ways:
+
+* `shard_map` (default, recommended since JAX 0.8): the state lives as global, replicated `jax.Array`s and each
+  batch as a global array sharded along the mesh's data axis. Works unchanged across processes.
+* `pmap` (legacy): the state carries a leading axis of local devices; host batches are reshaped to
+  [local_devices, per_device, ...].
+
+Both strategies expose the same small interface (`put_state`, `get_state`, `put_batch`, `map_step`) so the training
+loop does not branch on the choice.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "data"  # The one mesh axis: the batch is split along it.
+STRATEGIES = ("shard_map", "pmap")
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over `devices` (all devices of all processes by default)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def check_batch_size(batch_size: int, *, what: str = "batch_size", num_devices: int | None = None,
+                     num_processes: int | None = None) -> None:
+  """Raises ValueError unless a global batch splits evenly over devices and processes."""
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  num_processes = jax.process_count() if num_processes is None else num_processes
+  for count, unit in ((num_devices, "devices"), (num_processes, "processes")):
+    if batch_size % count:
+      lower, upper = batch_size // count * count, (batch_size // count + 1) * count
+      raise ValueError(
+          f"config.{what}={batch_size} is not divisible by the {count} {unit} of this run; "
+          f"set --config.{what} to a multiple of {count} (e.g. {lower or upper} or {upper}).")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardMap:
+  """Global arrays on a mesh; the per-device function runs under `jax.shard_map`."""
+  mesh: Mesh
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P(AXIS))
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  def put_state(self, state):
+    return jax.device_put(state, self.replicated)
+
+  def get_state(self, state):
+    return state
+
+  def put_batch(self, host_batch: dict[str, np.ndarray]):
+    """Host-local batch -> global arrays sharded along the batch axis (each process gives its own part)."""
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), host_batch)
+
+  def map_step(self, fn: Callable, *, num_batch_args: int = 1, donate_state: bool = True) -> Callable:
+    """Maps `fn(state, *batches) -> (state_or_none, out)` over devices; `out` must be device-invariant."""
+    in_specs = (P(),) + (P(AXIS),) * num_batch_args
+    mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=P())
+    return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
+
+
+@dataclasses.dataclass(frozen=True)
+class Pmap:
+  """Per-device copies with a leading device axis; the function runs under `jax.pmap`."""
+  mesh: Mesh
+
+  def put_state(self, state):
+    devices = jax.local_devices()
+    return jax.device_put_replicated(state, devices)
+
+  def get_state(self, state):
+    """Leading-axis state -> global replicated arrays (the layout checkpoints and evaluation expect)."""
+    replicated = NamedSharding(self.mesh, P())
+    if jax.process_count() == 1:
+      return jax.tree.map(lambda x: jax.device_put(x.addressable_data(0), replicated), state)
+    return jax.tree.map(lambda x: _host_local_to_replicated(x, replicated), state)
+
+  def put_batch(self, host_batch: dict[str, np.ndarray]):
+    n = jax.local_device_count()
+
+    def split(x):
+      if x.shape[0] % n:
+        raise ValueError(f"host batch of {x.shape[0]} does not split over {n} local devices")
+      return np.reshape(x, (n, x.shape[0] // n) + x.shape[1:])
+
+    return jax.tree.map(split, host_batch)
+
+  def map_step(self, fn: Callable, *, num_batch_args: int = 1, donate_state: bool = True) -> Callable:
+    pmapped = jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,) if donate_state else ())
+
+    def run(state, *batches):
+      new_state, out = pmapped(state, *batches)
+      # Outputs are identical on every device (they were reduced over AXIS); keep one copy.
+      return new_state, jax.tree.map(lambda x: x[0], out)
+
+    return run
+
+
+def _host_local_to_replicated(x, sharding):
+  local = np.asarray(x.addressable_data(0))
+  return jax.make_array_from_callback(local.shape, sharding, lambda idx: local[idx])
+
+
+def strategy(name: str, mesh: Mesh) -> Any:
+  """The parallelism strategy for `config.parallelism`."""
+  table = {"shard_map": ShardMap, "pmap": Pmap}
+  if name not in table:
+    raise ValueError(f"unknown config.parallelism={name!r}; choose one of {sorted(table)}")
+  return table[name](mesh)

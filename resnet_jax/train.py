@@ -1,0 +1,295 @@
+"""The training engine: `train_and_evaluate(config, workdir)`, read top to bottom.
+
+Sections: Set up devices -> Input pipeline -> Model -> Optimizer -> Train state -> Load checkpoint -> Update step ->
+Evaluation -> Train loop. The step functions are pure and written for one device's slice of the batch; all
+cross-device communication is explicit collectives over `parallel.AXIS`. `resnet_jax.parallel` maps them over every
+device with `jax.shard_map` (default) or `jax.pmap`.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from resnet_jax import checkpoint as ckpt_lib
+from resnet_jax import metrics as metrics_lib
+from resnet_jax import models
+from resnet_jax import optim
+from resnet_jax import parallel
+from resnet_jax import reporting
+
+AXIS = parallel.AXIS
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes. A plain pytree: checkpointed as a whole."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  ema_params: Any  # None unless config.optimizer.ema_decay is set; evaluation then uses it.
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN or infinite loss."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------
+def create_model(config: ml_collections.ConfigDict, num_classes: int, *, axis_name: str | None = None):
+  """The model named by `config.model`, with only the knobs the config sets (None keeps the model default)."""
+  overrides = {k: v for k, v in config.model.items() if k != "name" and v is not None}
+  return models.create(config.model.name, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
+                       bn_axis_name=axis_name, **overrides)
+
+
+def init_variables(model, rng: jax.Array, image_shape) -> dict:
+  """{'params', 'batch_stats'} for one example of `image_shape` (H, W, C)."""
+  x = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = model.init({"params": rng, "dropout": rng}, x, train=False)
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy with optional label smoothing."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Update step (per device; `batch` is this device's slice)
+# ----------------------------------------------------------------------------------------------------------------
+def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, label_smoothing: float,
+               ema_decay: float | None):
+  """One SGD step on one device's slice; gradients and BatchNorm statistics are averaged over `AXIS`."""
+  # Fresh dropout noise per step and per device, derived (not stored) so a resumed run draws the same noise.
+  step_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
+
+  def loss_fn(params):
+    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
+                                  train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"])
+    loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+    return loss, (logits, updates["batch_stats"])
+
+  (_, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  # Equal per-device batches, so the mean of per-device means is the global mean.
+  grads = jax.lax.pmean(grads, AXIS)
+  # With synchronised BatchNorm the running statistics already agree; otherwise average the per-device ones.
+  batch_stats = jax.lax.pmean(batch_stats, AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema_params = state.ema_params
+  if ema_decay is not None:
+    ema_params = optim.ema_update(ema_params, params, ema_decay)
+  sums = metrics_lib.classification_sums(logits, batch["label"], label_smoothing=label_smoothing)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                            ema_params=ema_params)
+  return new_state, metrics_lib.psum(sums, AXIS)
+
+
+def eval_step(state: TrainState, batch: dict, *, model):
+  """Masked (sum, count) metrics of one device's slice of an evaluation batch, summed over `AXIS`."""
+  params = state.params if state.ema_params is None else state.ema_params
+  logits = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"], train=False)
+  sums = metrics_lib.classification_sums(logits, batch["label"], batch["mask"])
+  return None, metrics_lib.psum(sums, AXIS)
+
+
+def evaluate(state, eval_fn, strategy, batches) -> dict[str, float]:
+  """Runs `eval_fn` over every batch of an exact evaluation and returns the finalised metrics."""
+  totals = None
+  for host_batch in batches:
+    _, sums = eval_fn(state, strategy.put_batch(host_batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return metrics_lib.finalize(jax.device_get(totals))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole run
+# ----------------------------------------------------------------------------------------------------------------
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
+  from resnet_jax import data  # Imports TensorFlow for the input pipeline; kept out of module import time.
+
+  enable_compilation_cache(config.compilation_cache_dir)
+  is_main = jax.process_index() == 0
+
+  # -- Set up devices -------------------------------------------------------------------------------------------
+  mesh = parallel.data_mesh()
+  strategy = parallel.strategy(config.parallelism, mesh)
+  parallel.check_batch_size(config.batch_size)
+  parallel.check_batch_size(config.eval_batch_size, what="eval_batch_size")
+  replicated = parallel.ShardMap(mesh).replicated
+
+  # -- Input pipeline ---------------------------------------------------------------------------------------------
+  info = data.info(config.data)
+  num_classes = config.data.num_classes or info.num_classes
+  steps_per_epoch = info.num_train // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"config.batch_size={config.batch_size} is larger than the {info.num_train} training "
+                     "examples; lower the batch size.")
+  plan = optim.plan_steps(config, steps_per_epoch)
+
+  # -- Model and optimizer ----------------------------------------------------------------------------------------
+  model = create_model(config, num_classes, axis_name=AXIS if config.sync_batch_stats else None)
+  eval_model = create_model(config, num_classes)
+  schedule = optim.create_schedule(config.schedule, total_steps=plan.total_steps, steps_per_epoch=steps_per_epoch,
+                                   global_batch_size=config.batch_size)
+  tx = optim.create_optimizer(config.optimizer, schedule)
+
+  # -- Train state --------------------------------------------------------------------------------------------------
+  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  variables = jax.jit(functools.partial(init_variables, eval_model, image_shape=info.image_shape))(init_rng)
+  if config.init_from:
+    variables = ckpt_lib.merge_for_finetune(variables, ckpt_lib.load_params(config.init_from))
+  if config.freeze_backbone:
+    tx = optim.freeze_all_but(tx, variables["params"], trainable_prefix="head")
+  ema_decay = config.optimizer.ema_decay
+
+  def make_state(variables):
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                      opt_state=tx.init(params), ema_params=params if ema_decay is not None else None)
+
+  state = jax.jit(make_state, out_shardings=replicated)(variables)
+
+  # -- Load checkpoint ------------------------------------------------------------------------------------------
+  checkpointer = ckpt_lib.Checkpointer(
+      f"{workdir}/checkpoints", save_every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
+      keep_every_steps=config.keep_checkpoint_every_steps)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state = checkpointer.restore(latest, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state))
+    logging.info("Resumed from the checkpoint of step %d in %s.", latest, workdir)
+  start_step = int(state.step)
+  ckpt_lib.install_sigterm_handler()
+
+  reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, is_main=is_main)
+  if is_main:
+    reporting.save_config(config, workdir)
+    reporter.truncate_after(start_step)
+  logging.info("Training %s on %s for %d steps (%d per epoch) on %d devices in %d processes, from step %d.",
+               config.model.name, config.data.name, plan.total_steps, steps_per_epoch, jax.device_count(),
+               jax.process_count(), start_step)
+
+  # -- Update step ------------------------------------------------------------------------------------------------
+  p_train = strategy.map_step(functools.partial(
+      train_step, model=model, tx=tx, rng=dropout_rng, label_smoothing=config.label_smoothing,
+      ema_decay=ema_decay))
+  p_eval = strategy.map_step(functools.partial(eval_step, model=eval_model), donate_state=False)
+
+  def run_eval(state, step):
+    batches = data.eval_iterator(config.data, global_batch_size=config.eval_batch_size)
+    results = evaluate(state, p_eval, strategy, batches)
+    reporter.write_eval(step, results)
+    return results
+
+  # -- Train loop -------------------------------------------------------------------------------------------------
+  train_batches = prefetch(data.train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed,
+                                               start_step=start_step), strategy.put_batch)
+  state = strategy.put_state(state)
+  pending: list[tuple[int, Any]] = []  # (step, device metrics) not yet fetched: avoids a host sync per step.
+  eval_results: dict[str, float] = {}
+  last_finite_checkpoint = latest
+  window_start = time.perf_counter()
+  step = start_step
+  while step < plan.total_steps:
+    batch = next(train_batches)
+    if step == start_step:
+      p_train, flops = compile_step(p_train, state, batch)
+      reporter.set_step_flops(flops, dtype=config.dtype)
+      window_start = time.perf_counter()
+    state, sums = p_train(state, batch)
+    step += 1
+    pending.append((step, sums))
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      pass
+    reporter.maybe_profile(step, config.profile_steps)
+
+    preempted = ckpt_lib.preemption_requested(step)
+    last = step == plan.total_steps
+    do_eval = last or (plan.eval_every and step % plan.eval_every == 0)
+    do_save = last or preempted or checkpointer.should_save(step)
+    if last or preempted or do_eval or do_save or step % config.log_every_steps == 0:
+      # Fetching the metrics waits for the step; it also guards every checkpoint against non-finite state.
+      window = _fetch_finite(pending, last_finite_checkpoint)
+      now = time.perf_counter()
+      reporter.write_train(step, metrics_lib.finalize(window), lr=float(schedule(step - 1)),
+                           num_steps=len(pending), images=len(pending) * config.batch_size,
+                           seconds=now - window_start)
+      pending, window_start = [], now
+    if do_eval:
+      eval_results = run_eval(state, step)
+      window_start = time.perf_counter()
+    if do_save:
+      checkpointer.save(step, strategy.get_state(state))
+      last_finite_checkpoint = step
+    if preempted:
+      logging.warning("Preemption requested: saved step %d; rerun the same command to resume.", step)
+      break
+
+  checkpointer.wait()
+  checkpointer.close()
+  reporter.close()
+  return eval_results
+
+
+def _fetch_finite(pending, last_checkpoint) -> dict:
+  """Sums the (sum, count) metrics of `pending` steps on the host; raises on the first non-finite loss."""
+  fetched = jax.device_get([sums for _, sums in pending])
+  for (step, _), sums in zip(pending, fetched):
+    loss_sum = float(np.asarray(sums["loss"][0]))
+    if not math.isfinite(loss_sum):
+      where = (f"the last checkpoint (step {last_checkpoint}) is finite and untouched" if last_checkpoint
+               else "no checkpoint was written")
+      raise NonFiniteLossError(
+          f"non-finite training loss ({loss_sum}) at step {step}; {where}. Lower the learning rate "
+          "(config.schedule.base_lr), enable config.optimizer.grad_clip_norm, or check the input data.")
+  return jax.tree.map(lambda *xs: np.sum(xs, axis=0), *fetched)
+
+
+def compile_step(step_fn, state, batch):
+  """Compiles `step_fn` ahead of time (when it is jitted) and returns it with XLA's FLOP count per step."""
+  if not hasattr(step_fn, "lower"):
+    return step_fn, None
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  logging.info("Compiled the train step in %.1f s.", time.perf_counter() - start)
+  return compiled, reporting.step_flops(compiled)
+
+
+def prefetch(iterator, put, size: int = 2):
+  """Keeps `size` batches in flight on the devices ahead of the step that consumes them."""
+  import collections
+  queue = collections.deque()
+  for host_batch in iterator:
+    queue.append(put(host_batch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
+def enable_compilation_cache(directory: str | None) -> None:
+  """Turns on JAX's persistent compilation cache so a relaunch does not recompile ('' or None disables it)."""
+  if not directory:
+    return
+  import os
+  path = os.path.expanduser(directory)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
