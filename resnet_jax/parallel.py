@@ -71,7 +71,10 @@ class ShardMap:
   def map_step(self, fn: Callable, *, num_batch_args: int = 1, donate_state: bool = True) -> Callable:
     """Maps `fn(state, *batches) -> (state_or_none, out)` over devices; `out` must be device-invariant."""
     in_specs = (P(),) + (P(AXIS),) * num_batch_args
-    mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=P())
+    # check_vma=False keeps pmap's semantics for the per-device function: a gradient with respect to replicated
+    # parameters is this device's gradient, and the function averages it explicitly with `pmean`. (With
+    # check_vma=True, autodiff would insert the cross-device sum itself.)
+    mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=P(), check_vma=False)
     return jax.jit(mapped, donate_argnums=(0,) if donate_state else ())
 
 
@@ -81,14 +84,17 @@ class Pmap:
   mesh: Mesh
 
   def put_state(self, state):
+    """One copy per local device, stacked along a leading axis sharded over them (pmap's input layout)."""
     devices = jax.local_devices()
-    return jax.device_put_replicated(state, devices)
+    stacked = NamedSharding(Mesh(np.asarray(devices), (AXIS,)), P(AXIS))
+    return jax.tree.map(
+        lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)), stacked), state)
 
   def get_state(self, state):
     """Leading-axis state -> global replicated arrays (the layout checkpoints and evaluation expect)."""
     replicated = NamedSharding(self.mesh, P())
     if jax.process_count() == 1:
-      return jax.tree.map(lambda x: jax.device_put(x.addressable_data(0), replicated), state)
+      return jax.tree.map(lambda x: jax.device_put(x.addressable_data(0)[0], replicated), state)
     return jax.tree.map(lambda x: _host_local_to_replicated(x, replicated), state)
 
   def put_batch(self, host_batch: dict[str, np.ndarray]):
@@ -113,7 +119,7 @@ class Pmap:
 
 
 def _host_local_to_replicated(x, sharding):
-  local = np.asarray(x.addressable_data(0))
+  local = np.asarray(x.addressable_data(0)[0])
   return jax.make_array_from_callback(local.shape, sharding, lambda idx: local[idx])
 
 
