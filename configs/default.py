@@ -21,6 +21,7 @@ def get_config():
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "resnet50"  # One of resnet_jax.models.names().
+  config.model.depth = placeholder(int)  # If set, replaces the name's depth (cifar_resnet20 -> 56): for sweeps.
   # Knob overrides handed to models.create; None keeps the model's own default.
   config.model.variant = placeholder(str)  # 'v1', 'v1.5', 'preact'.
   config.model.shortcut = placeholder(str)  # 'A', 'B', 'C', 'none'.

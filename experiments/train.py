@@ -13,7 +13,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,12 +34,9 @@ def main(argv):
   launch = distributed.detect(os.environ, coordinator_address=flags.FLAGS.coordinator_address,
                               num_processes=flags.FLAGS.num_processes, process_id=flags.FLAGS.process_id)
   distributed.initialize(launch)
+  distributed.log_topology(launch)
 
-  import jax  # pylint: disable=g-import-not-at-top
   from resnet_jax import train  # pylint: disable=g-import-not-at-top
-
-  logging.info("Process %d of %d; %d local of %d devices: %s", jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count(), jax.local_devices())
   train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 

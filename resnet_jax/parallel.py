@@ -31,19 +31,6 @@ def data_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), (AXIS,))
 
 
-def check_batch_size(batch_size: int, *, what: str = "batch_size", num_devices: int | None = None,
-                     num_processes: int | None = None) -> None:
-  """Raises ValueError unless a global batch splits evenly over devices and processes."""
-  num_devices = jax.device_count() if num_devices is None else num_devices
-  num_processes = jax.process_count() if num_processes is None else num_processes
-  for count, unit in ((num_devices, "devices"), (num_processes, "processes")):
-    if batch_size % count:
-      lower, upper = batch_size // count * count, (batch_size // count + 1) * count
-      raise ValueError(
-          f"config.{what}={batch_size} is not divisible by the {count} {unit} of this run; "
-          f"set --config.{what} to a multiple of {count} (e.g. {lower or upper} or {upper}).")
-
-
 @dataclasses.dataclass(frozen=True)
 class ShardMap:
   """Global arrays on a mesh; the per-device function runs under `jax.shard_map`."""

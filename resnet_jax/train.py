@@ -21,6 +21,7 @@ import optax
 from absl import logging
 
 from resnet_jax import checkpoint as ckpt_lib
+from resnet_jax import distributed
 from resnet_jax import metrics as metrics_lib
 from resnet_jax import models
 from resnet_jax import optim
@@ -47,10 +48,23 @@ class NonFiniteLossError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------------
-def create_model(config: ml_collections.ConfigDict, num_classes: int, *, axis_name: str | None = None):
+def model_name(model_config) -> str:
+  """`model.name`, with its trailing depth replaced by `model.depth` when that is set."""
+  name = model_config.name
+  if model_config.get("depth") is None:
+    return name
+  stem = name.rstrip("0123456789")
+  if stem == name:
+    raise ValueError(f"config.model.depth is set but model {name!r} has no depth in its name")
+  return f"{stem}{model_config.depth}"
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int, *, axis_name: str | None = None,
+                 **extra):
   """The model named by `config.model`, with only the knobs the config sets (None keeps the model default)."""
-  overrides = {k: v for k, v in config.model.items() if k != "name" and v is not None}
-  return models.create(config.model.name, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
+  overrides = {k: v for k, v in config.model.items() if k not in ("name", "depth") and v is not None}
+  overrides.update(extra)
+  return models.create(model_name(config.model), num_classes=num_classes, dtype=jnp.dtype(config.dtype),
                        bn_axis_name=axis_name, **overrides)
 
 
@@ -130,8 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # -- Set up devices -------------------------------------------------------------------------------------------
   mesh = parallel.data_mesh()
   strategy = parallel.strategy(config.parallelism, mesh)
-  parallel.check_batch_size(config.batch_size)
-  parallel.check_batch_size(config.eval_batch_size, what="eval_batch_size")
+  distributed.validate_topology(config, jax.process_count(), jax.device_count())
   replicated = parallel.ShardMap(mesh).replicated
 
   # -- Input pipeline ---------------------------------------------------------------------------------------------

@@ -45,14 +45,6 @@ def test_strategy_matches_full_batch(name):
   assert int(out["count"]) == 16
 
 
-def test_check_batch_size_names_the_fix():
-  parallel.check_batch_size(8, num_devices=4, num_processes=2)
-  with pytest.raises(ValueError, match=r"config.batch_size=10 .* 4 devices.*multiple of 4"):
-    parallel.check_batch_size(10, num_devices=4, num_processes=1)
-  with pytest.raises(ValueError, match=r"eval_batch_size=6 .* 4 devices"):
-    parallel.check_batch_size(6, what="eval_batch_size", num_devices=4, num_processes=2)
-
-
 def test_unknown_strategy():
   with pytest.raises(ValueError, match="shard_map"):
     parallel.strategy("dp", parallel.data_mesh())
