@@ -185,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       keep_every_steps=config.keep_checkpoint_every_steps)
   latest = checkpointer.latest_step()
   if latest is not None:
-    state = checkpointer.restore(latest, jax.tree.map(
+    state, _ = checkpointer.restore(latest, jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state))
     logging.info("Resumed from the checkpoint of step %d in %s.", latest, workdir)
   start_step = int(state.step)
@@ -249,7 +249,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       eval_results = run_eval(state, step)
       window_start = time.perf_counter()
     if do_save:
-      checkpointer.save(step, strategy.get_state(state))
+      # The data order is a function of the step (see resnet_jax.data), so the step is all the position there is.
+      checkpointer.save(step, strategy.get_state(state), {"step": step}, force=last or preempted)
       last_finite_checkpoint = step
     if preempted:
       logging.warning("Preemption requested: saved step %d; rerun the same command to resume.", step)
