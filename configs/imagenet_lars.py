@@ -16,6 +16,7 @@ def get_config():
   config.num_epochs = 40.0
   config.label_smoothing = 0.1
   config.optimizer.name = "lars"
+  config.optimizer.nesterov = False
   config.optimizer.weight_decay = 5e-5
   config.schedule.name = "polynomial"
   config.schedule.base_lr = 0.585  # ~9.5 at batch 4096 after the linear scaling rule.

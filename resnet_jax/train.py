@@ -229,9 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state, sums = p_train(state, batch)
     step += 1
     pending.append((step, sums))
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      pass
-    reporter.maybe_profile(step, config.profile_steps)
+    reporter.maybe_profile(step, config.profile_steps, block_on=state)
 
     preempted = ckpt_lib.preemption_requested(step)
     last = step == plan.total_steps
