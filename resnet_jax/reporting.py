@@ -78,6 +78,11 @@ def _atomic_write_text(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def write_json(path: str, obj: Any) -> None:
+  """Writes `obj` as indented JSON, atomically (a crash leaves the old file or the new one, never half)."""
+  _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+
+
 def save_config(config: Any, workdir: str, *, is_main: bool = True) -> str | None:
   """Writes the resolved config to `workdir/config.json` atomically (on the main process only).
 
@@ -97,6 +102,24 @@ def save_config(config: Any, workdir: str, *, is_main: bool = True) -> str | Non
   # Anything JSON cannot hold (a dtype, a callable) is recorded by its string form rather than failing the run.
   _atomic_write_text(path, json.dumps(as_dict, indent=2, default=str) + '\n')
   return path
+
+
+def load_config(workdir: str):
+  """The ConfigDict a run in `workdir` was started with (from its config.json); JSON lists come back as tuples."""
+  import ml_collections  # Not needed by the rest of this module (benchmarks run without it).
+
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not _exists(path):
+    raise FileNotFoundError(f'{path} does not exist: is {workdir!r} the --workdir of a training run?')
+  with _open(path, 'r') as f:
+    raw = json.load(f)
+
+  def tuples(x):
+    if isinstance(x, dict):
+      return {k: tuples(v) for k, v in x.items()}
+    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+  return ml_collections.ConfigDict(tuples(raw))
 
 
 def truncate_jsonl(path: str, step: int) -> int:
@@ -208,11 +231,12 @@ def format_line(step: int, split: str, metrics: Mapping[str, Any], *, total_step
   """One console line, e.g. `train step 120/1000  loss 0.5432  accuracy 0.8125  lr 0.1  812 img/s  ETA 3m04s`.
 
   The learning rate, images/s and MFU are recognised by their metric names 'learning_rate', 'images_per_sec' and
-  'mfu' (a fraction); other metrics print as `name value`.
+  'mfu' (a fraction); other metrics print as `name value`. Per-block metrics ('signal/...') are left to the
+  metrics file and TensorBoard.
   """
   parts = [f'{split} step {step}/{total_steps}' if total_steps else f'{split} step {step}']
   for name, value in metrics.items():
-    if value is None:
+    if value is None or '/' in name:
       continue
     if name == 'learning_rate':
       parts.append(f'lr {value:.4g}')

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -87,8 +87,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 # Update step (per device; `batch` is this device's slice)
 # ----------------------------------------------------------------------------------------------------------------
 def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, label_smoothing: float,
-               ema_decay: float | None):
-  """One SGD step on one device's slice; gradients and BatchNorm statistics are averaged over `AXIS`."""
+               ema_decay: float | None, freeze_batch_stats: bool = False):
+  """One SGD step on one device's slice; gradients and BatchNorm statistics are averaged over `AXIS`.
+
+  `freeze_batch_stats` keeps the running BatchNorm statistics as they are (a linear probe on a frozen backbone).
+  """
   # Fresh dropout noise per step and per device, derived (not stored) so a resumed run draws the same noise.
   step_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
 
@@ -102,7 +105,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, lab
   # Equal per-device batches, so the mean of per-device means is the global mean.
   grads = jax.lax.pmean(grads, AXIS)
   # With synchronised BatchNorm the running statistics already agree; otherwise average the per-device ones.
-  batch_stats = jax.lax.pmean(batch_stats, AXIS)
+  batch_stats = state.batch_stats if freeze_batch_stats else jax.lax.pmean(batch_stats, AXIS)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema_params = state.ema_params
@@ -115,11 +118,26 @@ def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, lab
 
 
 def eval_step(state: TrainState, batch: dict, *, model):
-  """Masked (sum, count) metrics of one device's slice of an evaluation batch, summed over `AXIS`."""
+  """Masked (sum, count) metrics of one device's slice of an evaluation batch, summed over `AXIS`.
+
+  Besides loss and accuracy it measures each block's residual-branch signal: the standard deviation of the branch
+  output per example, averaged over examples (He et al. 2015, Fig. 7). Blocks skipped by `drop_blocks` are absent.
+  """
   params = state.params if state.ema_params is None else state.ema_params
-  logits = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"], train=False)
+  logits, inter = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"], train=False,
+                              mutable=["intermediates"])
   sums = metrics_lib.classification_sums(logits, batch["label"], batch["mask"])
+  mask = batch["mask"].astype(jnp.float32)
+  for path, branch in branch_outputs(inter.get("intermediates", {})).items():
+    std = jnp.std(branch.astype(jnp.float32).reshape(branch.shape[0], -1), axis=1)
+    sums[f"signal/{path}"] = (jnp.sum(std * mask), jnp.sum(mask))
   return None, metrics_lib.psum(sums, AXIS)
+
+
+def branch_outputs(intermediates) -> dict[str, jax.Array]:
+  """{'stage1/block0': residual-branch output, ...} from the model's sown 'intermediates' collection."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(intermediates), sep="/")
+  return {path.rsplit("/", 1)[0]: values[0] for path, values in flat.items() if path.endswith("/branch")}
 
 
 def evaluate(state, eval_fn, strategy, batches) -> dict[str, float]:
@@ -129,6 +147,49 @@ def evaluate(state, eval_fn, strategy, batches) -> dict[str, float]:
     _, sums = eval_fn(state, strategy.put_batch(host_batch))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return metrics_lib.finalize(jax.device_get(totals))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Set-up shared by training, evaluation and the tools
+# ----------------------------------------------------------------------------------------------------------------
+class Parts(NamedTuple):
+  """What a config resolves to, before any array is created."""
+  info: Any  # resnet_jax.data.DatasetInfo
+  num_classes: int
+  steps_per_epoch: int
+  plan: optim.StepPlan
+  model: Any  # Training model: BatchNorm statistics over AXIS when config.sync_batch_stats.
+  eval_model: Any  # The same network without a named axis (inference uses running statistics).
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+  make_state: Callable[[dict], TrainState]  # variables -> initial TrainState
+
+
+def build(config: ml_collections.ConfigDict, info) -> Parts:
+  """Resolves `config` against the dataset `info`: step plan, models, schedule, optimizer, state constructor."""
+  num_classes = config.data.num_classes or info.num_classes
+  steps_per_epoch = info.num_train // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"config.batch_size={config.batch_size} is larger than the {info.num_train} training "
+                     "examples; lower the batch size.")
+  plan = optim.plan_steps(config, steps_per_epoch)
+  model = create_model(config, num_classes, axis_name=AXIS if config.sync_batch_stats else None)
+  eval_model = create_model(config, num_classes)
+  schedule = optim.create_schedule(config.schedule, total_steps=plan.total_steps, steps_per_epoch=steps_per_epoch,
+                                   global_batch_size=config.batch_size)
+  tx = optim.create_optimizer(config.optimizer, schedule)
+  if config.freeze_backbone:
+    shapes = jax.eval_shape(functools.partial(init_variables, eval_model, image_shape=info.image_shape),
+                            jax.random.PRNGKey(0))
+    tx = optim.freeze_all_but(tx, shapes["params"], trainable_prefix="head")
+  ema = config.optimizer.ema_decay is not None
+
+  def make_state(variables):
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                      opt_state=tx.init(params), ema_params=params if ema else None)
+
+  return Parts(info, num_classes, steps_per_epoch, plan, model, eval_model, schedule, tx, make_state)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -147,65 +208,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   distributed.validate_topology(config, jax.process_count(), jax.device_count())
   replicated = parallel.ShardMap(mesh).replicated
 
-  # -- Input pipeline ---------------------------------------------------------------------------------------------
-  info = data.info(config.data)
-  num_classes = config.data.num_classes or info.num_classes
-  steps_per_epoch = info.num_train // config.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"config.batch_size={config.batch_size} is larger than the {info.num_train} training "
-                     "examples; lower the batch size.")
-  plan = optim.plan_steps(config, steps_per_epoch)
-
-  # -- Model and optimizer ----------------------------------------------------------------------------------------
-  model = create_model(config, num_classes, axis_name=AXIS if config.sync_batch_stats else None)
-  eval_model = create_model(config, num_classes)
-  schedule = optim.create_schedule(config.schedule, total_steps=plan.total_steps, steps_per_epoch=steps_per_epoch,
-                                   global_batch_size=config.batch_size)
-  tx = optim.create_optimizer(config.optimizer, schedule)
-
-  # -- Train state --------------------------------------------------------------------------------------------------
+  # -- Input pipeline, model, optimizer, initial state ---------------------------------------------------------------
+  if config.data.name == "shapes":  # The built-in dataset is generated on first use (no download; about a minute).
+    data.prepare("shapes", builder_config=config.data.builder_config, data_dir=config.data.data_dir)
+  parts = build(config, data.info(config.data))
+  plan, tx = parts.plan, parts.tx
   init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  variables = jax.jit(functools.partial(init_variables, eval_model, image_shape=info.image_shape))(init_rng)
+  variables = jax.jit(functools.partial(init_variables, parts.eval_model, image_shape=parts.info.image_shape))(
+      init_rng)
   if config.init_from:
     variables = ckpt_lib.merge_for_finetune(variables, ckpt_lib.load_params(config.init_from))
-  if config.freeze_backbone:
-    tx = optim.freeze_all_but(tx, variables["params"], trainable_prefix="head")
-  ema_decay = config.optimizer.ema_decay
-
-  def make_state(variables):
-    params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
-                      opt_state=tx.init(params), ema_params=params if ema_decay is not None else None)
-
-  state = jax.jit(make_state, out_shardings=replicated)(variables)
+  state = jax.jit(parts.make_state, out_shardings=replicated)(variables)
 
   # -- Load checkpoint ------------------------------------------------------------------------------------------
   checkpointer = ckpt_lib.Checkpointer(
-      f"{workdir}/checkpoints", save_every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
+      f"{workdir}/checkpoints", save_every_steps=plan.checkpoint_every, keep=config.keep_checkpoints,
       keep_every_steps=config.keep_checkpoint_every_steps)
   latest = checkpointer.latest_step()
   if latest is not None:
-    state, _ = checkpointer.restore(latest, jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state))
+    state, _ = checkpointer.restore(latest, abstract(state, replicated))
     logging.info("Resumed from the checkpoint of step %d in %s.", latest, workdir)
   start_step = int(state.step)
   ckpt_lib.install_sigterm_handler()
 
-  reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, is_main=is_main)
-  if is_main:
-    reporting.save_config(config, workdir)
-    reporter.truncate_after(start_step)
-  logging.info("Training %s on %s for %d steps (%d per epoch) on %d devices in %d processes, from step %d.",
-               config.model.name, config.data.name, plan.total_steps, steps_per_epoch, jax.device_count(),
-               jax.process_count(), start_step)
+  reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, is_main=is_main, start_step=start_step)
+  reporting.save_config(config, workdir, is_main=is_main)
+  logging.info("Training %s on %s: %d steps (%d per epoch) on %d devices in %d processes, from step %d.",
+               model_name(config.model), config.data.name, plan.total_steps, parts.steps_per_epoch,
+               jax.device_count(), jax.process_count(), start_step)
 
   # -- Update step ------------------------------------------------------------------------------------------------
   p_train = strategy.map_step(functools.partial(
-      train_step, model=model, tx=tx, rng=dropout_rng, label_smoothing=config.label_smoothing,
-      ema_decay=ema_decay))
-  p_eval = strategy.map_step(functools.partial(eval_step, model=eval_model), donate_state=False)
+      train_step, model=parts.model, tx=tx, rng=dropout_rng, label_smoothing=config.label_smoothing,
+      ema_decay=config.optimizer.ema_decay, freeze_batch_stats=config.freeze_backbone))
+  p_eval = strategy.map_step(functools.partial(eval_step, model=parts.eval_model), donate_state=False)
 
   def run_eval(state, step):
+    if not parts.info.num_eval:  # Synthetic data has nothing to evaluate on.
+      return {}
     batches = data.eval_iterator(config.data, global_batch_size=config.eval_batch_size)
     results = evaluate(state, p_eval, strategy, batches)
     reporter.write_eval(step, results)
@@ -217,47 +257,81 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = strategy.put_state(state)
   pending: list[tuple[int, Any]] = []  # (step, device metrics) not yet fetched: avoids a host sync per step.
   eval_results: dict[str, float] = {}
-  last_finite_checkpoint = latest
   window_start = time.perf_counter()
   step = start_step
-  while step < plan.total_steps:
-    batch = next(train_batches)
-    if step == start_step:
-      p_train, flops = compile_step(p_train, state, batch)
-      reporter.set_step_flops(flops, dtype=config.dtype)
-      window_start = time.perf_counter()
-    state, sums = p_train(state, batch)
-    step += 1
-    pending.append((step, sums))
-    reporter.maybe_profile(step, config.profile_steps, block_on=state)
+  try:
+    while step < plan.total_steps:
+      batch = next(train_batches)
+      if step == start_step:
+        p_train, flops = compile_step(p_train, state, batch)
+        reporter.set_step_flops(flops, dtype=config.dtype)
+        window_start = time.perf_counter()
+      state, sums = p_train(state, batch)
+      step += 1
+      pending.append((step, sums))
+      reporter.maybe_profile(step, config.profile_steps, block_on=state)
 
-    preempted = ckpt_lib.preemption_requested(step)
-    last = step == plan.total_steps
-    do_eval = last or (plan.eval_every and step % plan.eval_every == 0)
-    do_save = last or preempted or checkpointer.should_save(step)
-    if last or preempted or do_eval or do_save or step % config.log_every_steps == 0:
-      # Fetching the metrics waits for the step; it also guards every checkpoint against non-finite state.
-      window = _fetch_finite(pending, last_finite_checkpoint)
-      now = time.perf_counter()
-      reporter.write_train(step, metrics_lib.finalize(window), lr=float(schedule(step - 1)),
-                           num_steps=len(pending), images=len(pending) * config.batch_size,
-                           seconds=now - window_start)
-      pending, window_start = [], now
-    if do_eval:
+      preempted = ckpt_lib.preemption_requested(step)
+      last = step == plan.total_steps
+      do_eval = last or (plan.eval_every and step % plan.eval_every == 0)
+      do_save = last or preempted or checkpointer.should_save(step)
+      if last or preempted or do_eval or do_save or step % config.log_every_steps == 0:
+        # Fetching the metrics waits for the step; it also guards every checkpoint against non-finite state.
+        window = _fetch_finite(pending, checkpointer.latest_step())
+        now = time.perf_counter()
+        reporter.write_train(step, metrics_lib.finalize(window), lr=float(parts.schedule(step - 1)),
+                             num_steps=len(pending), images=len(pending) * config.batch_size,
+                             seconds=now - window_start)
+        pending, window_start = [], now
+      if do_eval:
+        eval_results = run_eval(state, step)
+        window_start = time.perf_counter()
+      if do_save:
+        # The data order is a function of the step (see resnet_jax.data): the step is the stream's position.
+        checkpointer.save(step, strategy.get_state(state), {"step": step}, force=last or preempted)
+      if preempted:
+        logging.warning("Preemption: saved step %d; rerun the same command to resume from there.", step)
+        return eval_results
+    if start_step == plan.total_steps:  # Rerun of a finished run: report its final evaluation again.
       eval_results = run_eval(state, step)
-      window_start = time.perf_counter()
-    if do_save:
-      # The data order is a function of the step (see resnet_jax.data), so the step is all the position there is.
-      checkpointer.save(step, strategy.get_state(state), {"step": step}, force=last or preempted)
-      last_finite_checkpoint = step
-    if preempted:
-      logging.warning("Preemption requested: saved step %d; rerun the same command to resume.", step)
-      break
-
-  checkpointer.wait()
-  checkpointer.close()
-  reporter.close()
+  finally:
+    checkpointer.close()  # Waits for any save in flight, also when a step raised.
+    reporter.close()
+  if is_main:
+    reporting.write_json(f"{workdir}/done.json", {"step": step, **eval_results})
   return eval_results
+
+
+def abstract(tree, sharding):
+  """The shapes and dtypes of `tree` placed on `sharding`: a restore target."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
+  """(state, parts) of a run's checkpoint (the latest when `step` is None), placed replicated on all devices."""
+  from resnet_jax import data
+
+  parts = build(config, data.info(config.data))
+  replicated = parallel.ShardMap(parallel.data_mesh()).replicated
+  variables = jax.eval_shape(functools.partial(init_variables, parts.eval_model,
+                                               image_shape=parts.info.image_shape), jax.random.PRNGKey(0))
+  target = abstract(jax.eval_shape(parts.make_state, variables), replicated)
+  with ckpt_lib.Checkpointer(f"{workdir}/checkpoints", save_every_steps=1, keep=None) as checkpointer:
+    state, _ = checkpointer.restore(step, target)
+  return state, parts
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
+                        **model_overrides) -> dict[str, float]:
+  """Exact evaluation of a run's checkpoint on `config.data.eval_split`; knobs such as drop_blocks may be set."""
+  from resnet_jax import data
+
+  state, parts = restore_for_eval(config, workdir, step)
+  model = create_model(config, parts.num_classes, **model_overrides) if model_overrides else parts.eval_model
+  strategy = parallel.ShardMap(parallel.data_mesh())
+  p_eval = strategy.map_step(functools.partial(eval_step, model=model), donate_state=False)
+  batches = data.eval_iterator(config.data, global_batch_size=config.eval_batch_size)
+  return {"step": int(state.step), **evaluate(state, p_eval, strategy, batches)}
 
 
 def _fetch_finite(pending, last_checkpoint) -> dict:

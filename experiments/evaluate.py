@@ -1,0 +1,31 @@
+r"""Evaluates a run's checkpoint on its eval split, exactly (every example once), with the run's own config.
+
+  python -m experiments.evaluate --workdir=runs/demo [--step=S] [--split=test]
+
+Prints loss, top-1 and top-5 and writes them to WORKDIR/eval_step<S>.json.
+"""
+from absl import app
+from absl import flags
+
+flags.DEFINE_string("workdir", None, "Workdir of a training run.", required=True)
+flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest complete one).")
+flags.DEFINE_string("split", None, "Evaluate on this TFDS split instead of the run's config.data.eval_split.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from resnet_jax import distributed, reporting, train  # pylint: disable=g-import-not-at-top
+
+  distributed.hide_accelerators_from_tensorflow()
+  config = reporting.load_config(FLAGS.workdir)
+  if FLAGS.split:
+    config.data.eval_split = FLAGS.split
+  results = train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step)
+  print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()
+                 if not k.startswith("signal/")))
+  reporting.write_json(f"{FLAGS.workdir}/eval_step{results['step']}.json", results)
+
+
+if __name__ == "__main__":
+  app.run(main)
