@@ -9,3 +9,20 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow is only an input-pipeline library here: keep it off any accelerator.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shapes_data_dir(tmp_path_factory):
+  """A TFDS data dir holding the built-in `shapes/small` dataset, prepared once per test session."""
+  from resnet_jax import data
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  data.prepare("shapes", builder_config="small", data_dir=data_dir)
+  return data_dir
+
+
+@pytest.fixture(scope="session")
+def xla_cache_dir(tmp_path_factory):
+  """A persistent compilation cache shared by the tests' training runs (in-process and subprocesses)."""
+  return str(tmp_path_factory.mktemp("xla_cache"))

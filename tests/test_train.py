@@ -1,0 +1,147 @@
+"""The training engine end to end on the built-in dataset: learning, logging, parallel strategies, device counts.
+
+Runs use `shapes/small` (2k train / 500 test, 32x32) and a half-width CIFAR ResNet-20, with the 4 simulated CPU
+devices of tests/conftest.py unless a test says otherwise.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import shapes
+from resnet_jax import checkpoint as ckpt_lib
+from resnet_jax import reporting
+from resnet_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Fields a tiny run overrides; also passed as --config.* flags to subprocess runs.
+TINY = {
+    "data.builder_config": "small",
+    "model.width": 0.5,
+    "batch_size": 32,
+    "eval_batch_size": 100,
+    "num_epochs": None,
+    "num_steps": 6,
+    "log_every_steps": 2,
+    "eval_every_epochs": None,
+    "checkpoint_every_steps": 3,
+    "schedule.warmup_epochs": None,
+    "schedule.warmup_steps": 2,
+}
+
+
+def tiny_config(data_dir, cache_dir, **overrides):
+  config = shapes.get_config()
+  for key, value in {**TINY, "data.data_dir": data_dir, "compilation_cache_dir": cache_dir, **overrides}.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def tiny_flags(data_dir, cache_dir, **overrides) -> list[str]:
+  values = {**TINY, "data.data_dir": data_dir, "compilation_cache_dir": cache_dir, **overrides}
+  return [f"--config.{k}={v}" for k, v in values.items()]
+
+
+def final_params(workdir):
+  return ckpt_lib.load_params(workdir)
+
+
+def assert_trees_close(a, b, *, rtol, atol):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def run_subprocess(args, *, devices, extra_env=None, timeout=600):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(extra_env or {})}
+  return subprocess.Popen([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout=600):
+  out, _ = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, out[-4000:]
+  return out
+
+
+def test_trains_and_logs_consistently(tmp_path, shapes_data_dir, xla_cache_dir):
+  """Loss falls, accuracy ends well above chance (10 %), and metrics.jsonl agrees with TensorBoard."""
+  workdir = str(tmp_path / "run")
+  config = tiny_config(shapes_data_dir, xla_cache_dir, num_steps=150, log_every_steps=25, **{
+      "model.width": 1.0, "batch_size": 64, "eval_every_steps": 75, "checkpoint_every_steps": 75,
+      "schedule.base_lr": 0.4})
+  results = train.train_and_evaluate(config, workdir)
+
+  records = reporting.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  train_lines = [r for r in records if r["split"] == "train"]
+  eval_lines = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in train_lines] == [25, 50, 75, 100, 125, 150]
+  assert [r["step"] for r in eval_lines] == [75, 150]
+  assert train_lines[-1]["loss"] < 0.7 * train_lines[0]["loss"]
+  assert results["top1"] > 0.4, results  # Chance is 0.1.
+  assert results["top1"] == pytest.approx(eval_lines[-1]["top1"])
+  assert any(k.startswith("signal/stage1/block0") for k in eval_lines[-1])
+  with open(os.path.join(workdir, "done.json")) as f:
+    assert json.load(f)["step"] == 150
+
+  # TensorBoard holds the same numbers.
+  import tensorflow as tf
+  events = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      if name.startswith("events.out.tfevents"):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+          for value in event.summary.value:
+            events[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+  assert events, "no TensorBoard events written"
+  for line in train_lines:
+    assert events[("train/loss", line["step"])] == pytest.approx(line["loss"], rel=1e-6)
+  for line in eval_lines:
+    assert events[("eval/top1", line["step"])] == pytest.approx(line["top1"], rel=1e-6)
+
+
+def test_shard_map_and_pmap_agree(tmp_path, shapes_data_dir, xla_cache_dir):
+  """The same per-device step under shard_map and under pmap gives the same parameters after 6 steps."""
+  results = {}
+  for parallelism in ("shard_map", "pmap"):
+    workdir = str(tmp_path / parallelism)
+    results[parallelism] = train.train_and_evaluate(
+        tiny_config(shapes_data_dir, xla_cache_dir, parallelism=parallelism), workdir)
+  # Same program, same reduction order up to XLA's fusion choices: agreement to float32 rounding.
+  assert_trees_close(final_params(str(tmp_path / "shard_map")), final_params(str(tmp_path / "pmap")),
+                     rtol=1e-4, atol=1e-5)
+  assert results["shard_map"]["top1"] == pytest.approx(results["pmap"]["top1"], abs=1e-6)
+
+
+def test_one_device_matches_four(tmp_path, shapes_data_dir, xla_cache_dir):
+  """One device and four devices with the same global batch reach the same parameters (BatchNorm synchronised)."""
+  four = str(tmp_path / "four")
+  train.train_and_evaluate(tiny_config(shapes_data_dir, xla_cache_dir), four)
+  one = str(tmp_path / "one")
+  finish(run_subprocess([f"--workdir={one}", *tiny_flags(shapes_data_dir, xla_cache_dir)], devices=1))
+  # Only the order of floating-point reductions differs (per-device partial sums, then a cross-device mean).
+  assert_trees_close(final_params(one), final_params(four), rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_size": 30}, "batch_size=30 is not a positive multiple of the 4 device"),
+    ({"eval_batch_size": 102}, "eval_batch_size=102"),
+    ({"optimizer.name": "adagrad"}, "sgd"),
+    ({"num_epochs": 2.0}, "num_epochs"),
+    ({"parallelism": "dp"}, "shard_map"),
+    ({"model.name": "resnet51"}, "resnet50"),
+])
+def test_bad_config_is_a_clear_error(tmp_path, shapes_data_dir, overrides, message):
+  config = tiny_config(shapes_data_dir, "", **overrides)
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / "bad"))
