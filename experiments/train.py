@@ -25,9 +25,40 @@ flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-proc
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 
 
+_UNSET: list[str] = []  # Config fields set to None on the command line (see parse_flags).
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags, accepting `--config.FIELD=None` for typed fields (ml_collections' parser would reject it).
+
+  Recipes set durations as epochs or as steps; switching a run to the other unit means unsetting one field,
+  e.g. `--config.num_epochs=None --config.num_steps=500`.
+  """
+  keep = []
+  for arg in argv:
+    key, sep, value = arg.partition("=")
+    if sep and value == "None" and key.startswith("--config."):
+      _UNSET.append(key[len("--config."):])
+    else:
+      keep.append(arg)
+  return flags.FLAGS(keep)
+
+
+def apply_unset(config) -> None:
+  for path in _UNSET:
+    *parents, leaf = path.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    if leaf not in node:
+      raise app.UsageError(f"--config.{path}=None: the config has no field {path!r}")
+    node[leaf] = None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  apply_unset(flags.FLAGS.config)
   from resnet_jax import distributed  # pylint: disable=g-import-not-at-top
 
   distributed.hide_accelerators_from_tensorflow()
@@ -41,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

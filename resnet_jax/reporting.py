@@ -331,7 +331,8 @@ class Reporter:
         raise ValueError(f"A metric may not be named {name!r}: 'step' and 'split' are the record's keys.")
       values[name] = _python_scalar(name, value)
     finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
-    line = json.dumps({'step': step, 'split': split, **finite})
+    # wall_time (Unix seconds) lets tools measure a run's duration from its metrics file alone.
+    line = json.dumps({'step': step, 'split': split, **finite, 'wall_time': round(time.time(), 3)})
     # Opened per record: each line reaches the OS whole and no handle outlives a crash.
     with _open(self.metrics_path, 'a') as f:
       f.write(line + '\n')

@@ -1,0 +1,172 @@
+"""Figures for sweeps and lesion studies, drawn with matplotlib's Agg canvas (no display, no pyplot state).
+
+- `plot_errors`: training error (dashed) and test error (bold) against steps, one colour per run, with plain and
+  residual networks side by side: the layout of Fig. 6 of He et al. (2015).
+- `plot_loss`: training loss against steps, one line per run, in the same panels.
+- `plot_signal`: standard deviation of each block's residual-branch output against the block's index, one line per
+  run (Fig. 7 of He et al. 2015).
+- `plot_lesion`: bar chart of the change in top-1 accuracy when each block is skipped (Veit et al. 2016).
+
+Inputs are plain data (metrics records as read from metrics.jsonl, lists of numbers); every figure is written
+atomically (temporary file, then rename), so an interrupted plot never leaves a truncated PNG. Each function
+returns its `Figure` as well, for inspection.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from typing import Any, Sequence
+
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_PANEL_ORDER = ("plain", "residual")
+
+
+def save(figure: Figure, path: str, dpi: int = 120) -> None:
+  """Renders `figure` as PNG into `path` through a temporary file renamed over it."""
+  FigureCanvasAgg(figure)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  # Same directory (an atomic rename), unique name, the umask's permissions.
+  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+  try:
+    with open(tmp, "xb") as f:
+      figure.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+def _series(records: Sequence[dict], split: str, key: str, transform=lambda v: v) -> tuple[list, list]:
+  """(steps, values) of `key` in the records of `split`, by step, skipping records without it."""
+  points = sorted((r["step"], transform(r[key])) for r in records
+                  if r.get("split") == split and r.get(key) is not None)
+  return [s for s, _ in points], [v for _, v in points]
+
+
+def _percent_error(top1: float) -> float:
+  return 100.0 * (1.0 - top1)
+
+
+def _panels(names: Sequence[str], groups: dict[str, str] | None) -> list[tuple[str, list[str]]]:
+  """[(panel title, run names)]: one panel per group (plain first), or a single untitled panel."""
+  if not groups:
+    return [("", list(names))]
+  titles = sorted({groups[n] for n in names}, key=lambda g: (_PANEL_ORDER + (g,)).index(g))
+  return [(title, [n for n in names if groups[n] == title]) for title in titles]
+
+
+def _figure(num_panels: int, height: float = 4.0) -> tuple[Figure, list[Any]]:
+  figure = Figure(figsize=(5.5 * num_panels, height))
+  axes = figure.subplots(1, num_panels, sharey=True, squeeze=False)[0]
+  return figure, list(axes)
+
+
+def _colours(count: int) -> list:
+  """Distinct colours: the qualitative palette up to ten lines, a continuous map beyond."""
+  cmap = colormaps["tab10" if count <= 10 else "viridis"]
+  return [cmap(i if count <= 10 else i / max(1, count - 1)) for i in range(count)]
+
+
+def plot_errors(histories: dict[str, Sequence[dict]], path: str, *,
+                groups: dict[str, str] | None = None) -> Figure:
+  """Fig. 6 style: training error dashed, test error bold, in percent against steps; one colour per run.
+
+  Args:
+    histories: run name -> metrics records ({'step', 'split': 'train'|'eval', 'top1', ...}).
+    path: the PNG to write.
+    groups: run name -> panel ('plain' / 'residual'); None draws one panel.
+  """
+  panels = _panels(list(histories), groups)
+  figure, axes = _figure(len(panels))
+  for ax, (title, names) in zip(axes, panels):
+    for colour, name in zip(_colours(len(names)), names):
+      steps, values = _series(histories[name], "train", "top1", _percent_error)
+      ax.plot(steps, values, linestyle="--", linewidth=1.0, color=colour)
+      steps, values = _series(histories[name], "eval", "top1", _percent_error)
+      ax.plot(steps, values, linestyle="-", linewidth=2.2, color=colour, label=name,
+              marker="o" if len(steps) == 1 else None)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", title="dashed: train, bold: test", title_fontsize="small")
+  axes[0].set_ylabel("error (%)")
+  save(figure, path)
+  return figure
+
+
+def plot_loss(histories: dict[str, Sequence[dict]], path: str, *,
+              groups: dict[str, str] | None = None) -> Figure:
+  """Training loss against steps, one line per run, panels as in `plot_errors`."""
+  panels = _panels(list(histories), groups)
+  figure, axes = _figure(len(panels))
+  for ax, (title, names) in zip(axes, panels):
+    for colour, name in zip(_colours(len(names)), names):
+      steps, values = _series(histories[name], "train", "loss")
+      ax.plot(steps, values, color=colour, label=name, marker="o" if len(steps) == 1 else None)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+  axes[0].set_ylabel("training loss")
+  save(figure, path)
+  return figure
+
+
+def plot_signal(profiles: dict[str, Sequence[tuple[str, float]]], path: str) -> Figure:
+  """Fig. 7 style: std of each block's residual-branch output against the block index, one line per run.
+
+  Args:
+    profiles: run name -> [(block path, std)] in network order.
+    path: the PNG to write.
+  """
+  figure = Figure(figsize=(7.0, 4.0))
+  ax = figure.subplots()
+  for colour, (name, profile) in zip(_colours(len(profiles)), profiles.items()):
+    ax.plot(range(len(profile)), [std for _, std in profile], marker=".", color=colour, label=name)
+  ax.set_xlabel("block index")
+  ax.set_ylabel("std of the residual-branch output")
+  ax.set_title("Branch response per block (last evaluation)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small")
+  save(figure, path)
+  return figure
+
+
+def plot_lesion(rows: Sequence[dict], baseline_top1: float, path: str, *, title: str = "Lesion study") -> Figure:
+  """Bars of the top-1 change (percentage points) when each block's branch is skipped, coloured by stage.
+
+  Blocks that change the feature shape (downsampling) are hatched: there the shortcut is a projection or a padded
+  identity, not a plain identity.
+
+  Args:
+    rows: one dict per block with 'block', 'path' ('stage2/block0'), 'changes_shape' and 'delta_top1'.
+    baseline_top1: top-1 of the intact network, shown in the title.
+    path: the PNG to write.
+  """
+  figure = Figure(figsize=(max(6.0, 0.3 * len(rows) + 2.0), 4.0))
+  ax = figure.subplots()
+  stages = list(dict.fromkeys(r["path"].split("/")[0] for r in rows))  # Network order.
+  colours = dict(zip(stages, _colours(len(stages))))
+  for row in rows:
+    stage = row["path"].split("/")[0]
+    delta = 100.0 * (row["delta_top1"] or 0.0)
+    ax.bar(row["block"], delta, color=colours[stage], hatch="//" if row.get("changes_shape") else None,
+           edgecolor="black", linewidth=0.5, label=stage)
+  handles, labels = ax.get_legend_handles_labels()
+  unique = dict(zip(labels, handles))
+  ax.legend(unique.values(), unique.keys(), fontsize="small")
+  ax.axhline(0.0, color="black", linewidth=0.8)
+  ax.set_xticks([r["block"] for r in rows])
+  ax.tick_params(axis="x", labelsize="small")
+  ax.set_xlabel("skipped block (hatched: changes the feature shape)")
+  ax.set_ylabel("change in top-1 accuracy (points)")
+  ax.set_title(f"{title} (intact top-1 {100.0 * baseline_top1:.2f} %)")
+  ax.grid(axis="y", alpha=0.3)
+  save(figure, path)
+  return figure

@@ -1,0 +1,435 @@
+"""Sweeps: grid parsing, run naming and planning, resuming, the results table, atomic writes, ready-made ablations."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from resnet_jax import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES = os.path.join(REPO, "configs", "shapes.py")
+
+
+# --- Grid parsing ---------------------------------------------------------------------------------------------
+def test_parse_grid_keeps_axis_order_and_values_as_written():
+  axes = sweep.parse_grid("model.depth=20,56  shortcut=A,none")
+  assert axes == [sweep.Axis("model.depth", ("20", "56")), sweep.Axis("shortcut", ("A", "none"))]
+  assert [a.is_override for a in axes] == [True, False]
+
+
+def test_tuple_values_keep_their_commas_and_spaces_inside_brackets():
+  (axis,) = sweep.parse_grid("model.head_hidden=(64,),(64, 64),(),[8,8]")
+  assert axis.values == ("(64,)", "(64, 64)", "()", "[8,8]")
+
+
+def test_combinations_are_the_full_product_first_axis_slowest():
+  combos = sweep.combinations(sweep.parse_grid("a.x=1,2 b=p,q,r"))
+  assert len(combos) == 6
+  assert combos[0] == {"a.x": "1", "b": "p"} and combos[1] == {"a.x": "1", "b": "q"}
+  assert combos[-1] == {"a.x": "2", "b": "r"}
+
+
+@pytest.mark.parametrize("grid, message", [
+    ("", "the grid is empty"),
+    ("   ", "the grid is empty"),
+    ("model.depth", "has no '='"),
+    ("model.depth=", "empty value"),
+    ("model.depth=20,,56", "empty value"),
+    ("model.depth=20, model.x=1", "empty value"),
+    ("model.depth=20 model.depth=56", "appears twice"),
+    ("model.depth=20,20", "repeats the value"),
+    ("1model=2", "is not a config key"),
+    ("model..depth=2", "is not a config key"),
+    ("model.head_hidden=(64,", "unterminated bracket"),
+    ("model.head_hidden=64)", "unbalanced"),
+    ("shortcut=(1,2)", "config-file argument"),
+])
+def test_bad_grids_say_what_is_wrong(grid, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    sweep.parse_grid(grid)
+
+
+# --- Run naming ---------------------------------------------------------------------------------------------------
+def test_run_names_use_short_labels_and_filesystem_safe_values():
+  axes = sweep.parse_grid("model.depth=20 shortcut=none model.head_hidden=(64,64),() model.name='a/b'")
+  labels = sweep.axis_labels(axes)
+  names = [sweep.run_name(c, labels) for c in sweep.combinations(axes)]
+  assert names == ["depth=20,shortcut=none,head_hidden=64x64,name=a_b",
+                   "depth=20,shortcut=none,head_hidden=empty,name=a_b"]
+
+
+def test_axes_sharing_a_last_part_are_labelled_by_their_whole_key():
+  axes = sweep.parse_grid("model.name=a data.name=b seed=1")
+  assert sweep.axis_labels(axes) == {"model.name": "model.name", "data.name": "data.name", "seed": "seed"}
+
+
+# --- Planning (configs resolved as the trainer's flags would) --------------------------------------------------
+def test_plan_builds_each_runs_trainer_flags(tmp_path):
+  axes = sweep.parse_grid("model.depth=20,56 shortcut=A,none")
+  runs = sweep.plan(f"{SHAPES}:depth=32", [axes[0]], str(tmp_path), ["--config.num_steps=4"])
+  assert [r.name for r in runs] == ["depth=20", "depth=56"]
+  assert runs[1].args == (f"--config={SHAPES}:depth=32", f"--workdir={tmp_path}/depth=56", "--config.model.depth=56",
+                          "--config.num_steps=4")
+  runs = sweep.plan(f"{SHAPES}:depth=56", axes, str(tmp_path))
+  assert len(runs) == 4
+  assert runs[3].name == "depth=56,shortcut=none"
+  assert runs[3].args[0] == f"--config={SHAPES}:depth=56,shortcut=none"
+  assert runs[3].workdir == os.path.join(str(tmp_path), "depth=56,shortcut=none")
+  assert runs[3].command("python")[:3] == ["python", "-m", "experiments.train"]
+
+
+def test_resolve_config_types_values_like_the_trainer():
+  config = sweep.resolve_config(f"{SHAPES}:shortcut=none", [
+      "--config.model.depth=56", "--config.model.head_hidden=(64,64)", "--config.model.zero_init_residual=false",
+      "--config.model.dropout=0.5", "--config.data.builder_config=small"])
+  assert config.model.depth == 56 and config.model.shortcut == "none"
+  assert config.model.head_hidden == (64, 64)
+  assert config.model.zero_init_residual is False
+  assert config.model.dropout == 0.5 and config.data.builder_config == "small"
+
+
+def test_plan_checks_every_run_with_the_given_check(tmp_path):
+  seen = []
+
+  def check(config):
+    seen.append(config.model.activation)
+    if config.model.activation == "tanh":
+      raise ValueError("no tanh here")
+
+  with pytest.raises(ValueError, match="run activation=tanh: no tanh here"):
+    sweep.plan(SHAPES, sweep.parse_grid("model.activation=relu,tanh"), str(tmp_path), check=check)
+  assert seen == ["relu", "tanh"]
+
+
+@pytest.mark.parametrize("grid, extra, message", [
+    ("model.dept=20,56", (), r"unknown config key 'model.dept'.*did you mean \['model.depth'\]"),
+    ("model.depth=twenty", (), "invalid literal for int"),
+    ("model.zero_init_residual=maybe", (), "zero_init_residual"),
+    ("widht=1,2", (), "bad config argument 'widht=1'"),
+    ("model.depth=20", ("--config.model.depth=56",), "also set by --config.model.depth"),
+    ("depth=20", (), "also set by"),
+    ("model.depth=20", ("--config.num_step=4",), r"did you mean \['num_steps'"),
+])
+def test_bad_grids_against_the_config_say_what_is_wrong(tmp_path, grid, extra, message):
+  spec = f"{SHAPES}:depth=56" if grid == "depth=20" else SHAPES
+  with pytest.raises(ValueError, match=message):
+    sweep.plan(spec, sweep.parse_grid(grid), str(tmp_path), list(extra))
+
+
+def test_missing_config_file_is_named(tmp_path):
+  with pytest.raises(ValueError, match="does not exist"):
+    sweep.plan(str(tmp_path / "nope.py"), sweep.parse_grid("model.depth=20"), str(tmp_path))
+
+
+# --- Status, resuming, the manifest --------------------------------------------------------------------------
+def _write_metrics(workdir, records, trailing=""):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, sweep.METRICS_FILE), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+    f.write(trailing)
+
+
+def _records(train_top1, eval_top1, *, steps=(2, 4), start=1000.0):
+  out = []
+  for i, step in enumerate(steps):
+    out.append({"step": step, "split": "train", "loss": 2.0 - 0.5 * i, "top1": train_top1[i], "lr": 0.1,
+                "wall_time": start + 10 * i})
+  out.append({"step": steps[-1], "split": "eval", "loss": 1.5, "top1": eval_top1[-1], "top5": 1.0,
+              "signal/stage1/block0": 0.5, "signal/stage2/block0": 0.7, "signal/stage1/block1": 0.6,
+              "signal/stage10/block0": 0.9, "wall_time": start + 25})
+  if len(eval_top1) > 1:
+    out.insert(1, {"step": steps[0], "split": "eval", "loss": 1.8, "top1": eval_top1[0], "wall_time": start + 5})
+  return out
+
+
+def test_run_status_done_resume_new(tmp_path):
+  done, started, fresh = (str(tmp_path / n) for n in ("done", "started", "fresh"))
+  _write_metrics(done, _records([0.1, 0.2], [0.3]))
+  sweep.write_json(os.path.join(done, sweep.DONE_FILE), {"step": 4})
+  _write_metrics(started, _records([0.1, 0.2], [0.3]))
+  os.makedirs(os.path.join(str(tmp_path), "checkpoint_only", "checkpoints"))
+  assert sweep.run_status(done) == sweep.DONE
+  assert sweep.run_status(started) == sweep.RESUME
+  assert sweep.run_status(str(tmp_path / "checkpoint_only")) == sweep.RESUME
+  assert sweep.run_status(fresh) == sweep.NEW
+
+
+FAKE_TRAINER = textwrap.dedent("""\
+    #!{python}
+    # Stands in for `python -m experiments.train`: logs its flags, fails for runs named *fail*, else marks done.
+    import json, os, sys
+    workdir = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir=")][0]
+    with open(os.path.join(os.path.dirname(workdir), "calls.txt"), "a") as f:
+      f.write(os.path.basename(workdir) + "\\n")
+    print("training", workdir)
+    if "fail" in workdir:
+      sys.exit(3)
+    if "sleep" in workdir:
+      import time; time.sleep(120)
+    open(os.path.join(workdir, "done.json"), "w").write(json.dumps({{"step": 4}}))
+""")
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+  path = tmp_path / "fake_python"
+  path.write_text(FAKE_TRAINER.format(python=sys.executable))
+  path.chmod(0o755)
+  return str(path)
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_execute_skips_finished_runs_resumes_interrupted_ones_and_reports_failures(tmp_path, fake_python, parallel):
+  workdir = tmp_path / "sweep"
+  runs = sweep.plan(SHAPES, sweep.parse_grid("model.name=cifar_resnet20,cifar_resnet32,fail"),
+                    str(workdir))
+  finished, interrupted, failing = runs
+  _write_metrics(finished.workdir, _records([0.1, 0.2], [0.3]))
+  sweep.write_json(os.path.join(finished.workdir, sweep.DONE_FILE), {})
+  _write_metrics(interrupted.workdir, _records([0.1, 0.2], [0.3]))
+  lines, finished_calls = [], []
+  codes = sweep.execute(runs, parallel=parallel, python=fake_python, echo=lines.append, poll_seconds=0.05,
+                        on_finish=lambda run, code, seconds: finished_calls.append((run.name, code, seconds)))
+  assert codes == {interrupted.name: 0, failing.name: 3}
+  assert sorted((name, code) for name, code, _ in finished_calls) == sorted(codes.items())
+  assert all(0 < seconds < 60 for _, _, seconds in finished_calls)
+  assert sorted((workdir / "calls.txt").read_text().split()) == sorted([interrupted.name, failing.name])
+  assert any(line.startswith("[skip] " + finished.name) for line in lines)
+  assert any(line.startswith("[resume] " + interrupted.name) for line in lines)
+  assert any(line.startswith("[fail] " + failing.name) for line in lines)
+  assert "training" in open(os.path.join(failing.workdir, sweep.LOG_FILE)).read()
+  # Rerunning retries only what is not finished.
+  codes = sweep.execute(runs, parallel=parallel, python=fake_python, echo=lines.append, poll_seconds=0.05)
+  assert codes == {failing.name: 3}
+
+
+def _processes_mentioning(text):
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if text.encode() in f.read():
+          found.append(int(pid))
+    except OSError:
+      pass
+  return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")
+def test_a_stopped_sweep_stops_its_trainers(tmp_path, fake_python):
+  runs = sweep.plan(SHAPES, sweep.parse_grid("model.name=sleep1,sleep2"), str(tmp_path / "sweep"))
+
+  def interrupt_at_second_start(line):
+    if line.startswith("[start] " + runs[1].name):
+      raise KeyboardInterrupt  # Ctrl-C while the first trainer runs.
+
+  start = time.time()
+  with pytest.raises(KeyboardInterrupt):
+    sweep.execute(runs, parallel=2, python=fake_python, echo=interrupt_at_second_start, poll_seconds=0.05)
+  assert time.time() - start < 60  # The sleeping trainer was stopped, not waited for.
+  assert not _processes_mentioning(str(tmp_path / "sweep"))
+
+
+def test_manifest_refuses_to_resume_a_run_with_other_flags(tmp_path):
+  axes = sweep.parse_grid("model.depth=20,56")
+  runs = sweep.plan(SHAPES, axes, str(tmp_path), ["--config.num_steps=4"])
+  sweep.write_json(str(tmp_path / sweep.MANIFEST), sweep.check_manifest(str(tmp_path), runs))
+  changed = sweep.plan(SHAPES, axes, str(tmp_path), ["--config.num_steps=8"])
+  sweep.check_manifest(str(tmp_path), changed)  # Nothing started yet: any flags are fine.
+  _write_metrics(runs[1].workdir, _records([0.1, 0.2], [0.3]))
+  with pytest.raises(ValueError, match="depth=56 .* was started with different flags"):
+    sweep.check_manifest(str(tmp_path), changed)
+  # Recorded trainer time survives a replanning.
+  sweep.add_seconds(str(tmp_path), runs[0].name, 7.0)
+  sweep.write_json(str(tmp_path / sweep.MANIFEST), sweep.check_manifest(str(tmp_path), runs))
+  assert sweep.recorded_seconds(str(tmp_path)) == {runs[0].name: 7.0}
+  # Extending the grid keeps the old runs and adds the new.
+  extended = sweep.plan(SHAPES, sweep.parse_grid("model.depth=20,56,110"), str(tmp_path), ["--config.num_steps=4"])
+  assert sorted(sweep.check_manifest(str(tmp_path), extended)["runs"]) == ["depth=110", "depth=20", "depth=56"]
+
+
+# --- Metrics and the results table ---------------------------------------------------------------------------
+def test_read_metrics_skips_a_cut_line_and_keeps_the_latest_record_of_a_step(tmp_path):
+  records = [{"step": 2, "split": "train", "loss": 9.0}, {"step": 4, "split": "train", "loss": 8.0},
+             {"step": 4, "split": "eval", "top1": 0.1}, {"step": 4, "split": "train", "loss": 7.0}]
+  _write_metrics(str(tmp_path), records, trailing='{"step": 6, "split": "tr')
+  read = sweep.read_metrics(str(tmp_path / sweep.METRICS_FILE))
+  assert [(r["step"], r["split"], r.get("loss")) for r in read] == [(2, "train", 9.0), (4, "eval", None),
+                                                                    (4, "train", 7.0)]
+  assert sweep.read_metrics(str(tmp_path / "absent.jsonl")) == []
+
+
+def test_summarize_final_and_best_errors_steps_and_wall_time():
+  summary = sweep.summarize(_records([0.25, 0.75], [0.5, 0.375]))
+  assert summary == {"final_train_loss": 1.5, "final_train_error": 0.25, "final_test_error": 0.625,
+                     "best_test_error": 0.5, "steps": 4, "wall_time_s": 25.0}
+  assert sweep.summarize([]) == dict.fromkeys(summary)
+
+
+def test_signal_profile_is_in_network_order_from_the_last_eval():
+  profile = sweep.signal_profile(_records([0.1, 0.2], [0.3]))
+  assert profile == [("stage1/block0", 0.5), ("stage1/block1", 0.6), ("stage2/block0", 0.7),
+                     ("stage10/block0", 0.9)]
+
+
+def test_results_table_has_one_row_per_run_with_the_grid_columns(tmp_path):
+  axes = sweep.parse_grid("model.depth=20,56 shortcut=A,none")
+  runs = sweep.plan(SHAPES, axes, str(tmp_path))
+  for i, run in enumerate(runs[:3]):
+    _write_metrics(run.workdir, _records([0.5, 0.5 + 0.1 * i], [0.5, 0.6]))
+  sweep.write_json(os.path.join(runs[0].workdir, sweep.DONE_FILE), {})
+  sweep.add_seconds(str(tmp_path), runs[1].name, 30.0)
+  sweep.add_seconds(str(tmp_path), runs[1].name, 12.5)  # A resumed run: the times add up.
+  written = sweep.write_report(str(tmp_path), runs, axes, command="python -m experiments.sweep ...",
+                               codes={runs[2].name: 1})
+  assert sorted(os.path.basename(p) for p in written) == ["error.png", "loss.png", "results.csv", "results.md",
+                                                         "signal.png"]
+  with open(tmp_path / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ["run", "depth", "shortcut", "status", "final_train_loss", "final_train_error",
+                           "final_test_error", "best_test_error", "steps", "wall_time_s"]
+  assert [r["run"] for r in rows] == [r.name for r in runs]
+  assert [(r["depth"], r["shortcut"], r["status"]) for r in rows] == [
+      ("20", "A", "finished"), ("20", "none", "incomplete"), ("56", "A", "failed"), ("56", "none", "not started")]
+  # Wall time: the trainer time the sweep recorded, else the span of the metrics' time stamps.
+  assert [r["wall_time_s"] for r in rows] == ["25.0", "42.5", "25.0", ""]
+  assert float(rows[2]["final_train_error"]) == pytest.approx(0.3)
+  assert float(rows[2]["best_test_error"]) == pytest.approx(0.4)
+  assert rows[3]["final_test_error"] == ""
+  markdown = (tmp_path / "results.md").read_text()
+  assert "python -m experiments.sweep ..." in markdown
+  table = [line for line in markdown.splitlines() if line.startswith("|")]
+  assert len(table) == 2 + len(runs)
+  assert "| 30.00 |" in table[4]  # final train error of the third run, in percent
+  for name in ("error.png", "loss.png", "signal.png"):
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+# --- Atomic writes ---------------------------------------------------------------------------------------------
+class _Unprintable:
+  def __str__(self):
+    raise RuntimeError("crash while writing")
+
+
+def test_results_files_are_never_left_half_written(tmp_path):
+  path = str(tmp_path / "results.csv")
+  sweep.write_csv(path, [{"run": "a", "x": 1}], ["run", "x"])
+  before = open(path).read()
+  rows = [{"run": "b", "x": 2}, {"run": "c", "x": _Unprintable()}]
+  with pytest.raises(RuntimeError, match="crash while writing"):
+    sweep.write_csv(path, rows, ["run", "x"])
+  assert open(path).read() == before
+  with pytest.raises(RuntimeError):
+    sweep.write_markdown(str(tmp_path / "results.md"), rows, ["run", "x"])
+  assert sorted(os.listdir(tmp_path)) == ["results.csv"]
+
+
+# --- Ready-made ablations -------------------------------------------------------------------------------------
+EXPECTED_ABLATIONS = ["activations", "head_conv", "head_mlp", "head_pool", "plain_vs_residual", "shortcuts",
+                      "stem_pool", "zero_init"]
+
+
+def test_every_ready_made_ablation_is_listed_and_plans(tmp_path):
+  assert sweep.ablation_names() == EXPECTED_ABLATIONS
+  readme = open(os.path.join(sweep.ablation_dir(), "README.md")).read()
+  for name in EXPECTED_ABLATIONS:
+    ablation = sweep.load_ablation(name)
+    assert f"`{name}`" in readme and ablation.doc
+    runs = sweep.plan(os.path.join(REPO, ablation.config), sweep.parse_grid(ablation.grid), str(tmp_path),
+                      list(ablation.flags))
+    assert len(runs) >= 2
+
+
+def test_ablation_runs_pass_the_models_own_validation(tmp_path):
+  pytest.importorskip("resnet_jax.train")  # The engine builds the model exactly as training will.
+  for name in EXPECTED_ABLATIONS:
+    ablation = sweep.load_ablation(name)
+    sweep.plan(os.path.join(REPO, ablation.config), sweep.parse_grid(ablation.grid), str(tmp_path),
+               list(ablation.flags), check=sweep.check_model)
+  with pytest.raises(ValueError, match="zero_init_residual"):
+    sweep.plan(SHAPES, sweep.parse_grid("shortcut=none model.zero_init_residual=true"), str(tmp_path),
+               check=sweep.check_model)
+
+
+def test_unknown_ablation_lists_the_valid_names():
+  with pytest.raises(ValueError, match="choose one of .*'shortcuts'"):
+    sweep.load_ablation("shortcut")
+
+
+# --- The script --------------------------------------------------------------------------------------------------
+def _sweep_script(*args, timeout=120):
+  return subprocess.run([sys.executable, "-m", "experiments.sweep", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def test_script_rejects_a_bad_grid_with_its_message_and_no_traceback(tmp_path):
+  result = _sweep_script("--grid=model.depth=20 model.depth=56", f"--workdir={tmp_path}")
+  assert result.returncode != 0
+  assert "appears twice" in result.stderr and "Traceback" not in result.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_script_names_the_valid_ablations(tmp_path):
+  result = _sweep_script("--ablation=shortcut", f"--workdir={tmp_path}")
+  assert result.returncode != 0 and "choose one of" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
+  pytest.importorskip("resnet_jax.train")
+  lines = []
+  codes = sweep.run_sweep(SHAPES, "model.depth=20,56", str(tmp_path / "sweep"), ["--config.num_steps=4"],
+                          dry_run=True, echo=lines.append)
+  assert codes == {}
+  assert [line.split()[:2] for line in lines] == [["new", "depth=20"], ["new", "depth=56"]]
+  assert "--config.model.depth=56 --config.num_steps=4" in lines[1]
+  assert not os.path.exists(tmp_path / "sweep")
+
+
+# --- End to end ----------------------------------------------------------------------------------------------------
+# Four steps of batch 32 on `shapes/small` (2,000 training images: 62 steps per epoch). The duration is given as
+# 4/62 of an epoch because a config override cannot set the float field num_epochs to None.
+TINY = ["--config.data.builder_config=small", "--config.num_epochs=0.065", "--config.schedule.warmup_epochs=0",
+        "--config.batch_size=32", "--config.eval_batch_size=100", "--config.log_every_steps=2",
+        "--config.checkpoint_every_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def shapes_small(tmp_path_factory):
+  """`--config.data.data_dir=...` of a freshly prepared shapes/small (about 10 s)."""
+  import tensorflow_datasets as tfds
+
+  import resnet_jax.data  # Registers the `shapes` builder. pylint: disable=unused-import
+
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  tfds.builder("shapes/small", data_dir=data_dir).download_and_prepare()
+  return f"--config.data.data_dir={data_dir}"
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end_and_resume(tmp_path, shapes_small):
+  workdir = tmp_path / "sweep"
+  args = ["--config=configs/shapes.py", "--grid=shortcut=A,none model.activation=relu,tanh", f"--workdir={workdir}",
+          *TINY, shapes_small]
+  result = _sweep_script(*args, timeout=1200)
+  assert result.returncode == 0, result.stdout + result.stderr
+  with open(workdir / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["run"] for r in rows] == ["shortcut=A,activation=relu", "shortcut=A,activation=tanh",
+                                      "shortcut=none,activation=relu", "shortcut=none,activation=tanh"]
+  assert all(r["status"] == "finished" and r["steps"] == "4" for r in rows)
+  for row in rows:  # The table's test error is the engine's final evaluation.
+    final = json.load(open(workdir / row["run"] / sweep.DONE_FILE))
+    assert float(row["final_test_error"]) == pytest.approx(1.0 - final["top1"])
+  for name in ("results.md", "loss.png", "error.png", "signal.png"):
+    assert (workdir / name).stat().st_size > 0
+  # A second invocation trains nothing and rewrites the same table.
+  result = _sweep_script(*args)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert result.stdout.count("[skip]") == 4 and "[start]" not in result.stdout
+  with open(workdir / "results.csv") as f:
+    assert list(csv.DictReader(f)) == rows
