@@ -1,0 +1,498 @@
+"""Tests for resnet_jax.models: parameter counts, MACs, every name and knob, and the shortcut semantics."""
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import models
+
+IMAGENET_NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200"]
+CIFAR_NAMES = ["cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56", "cifar_resnet110",
+               "cifar_resnet1202"]
+
+# ../shared/REFERENCE.md section 1 (torchvision counts for 1000 classes; option-A CIFAR nets for 10 classes).
+PARAM_COUNTS = {
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "cifar_resnet20": 269_722, "cifar_resnet32": 464_154, "cifar_resnet44": 658_586, "cifar_resnet56": 853_018,
+    "cifar_resnet110": 1_727_962, "cifar_resnet1202": 19_421_274,
+}
+
+SLOW_NAMES = {"cifar_resnet1202"}  # 600 blocks: tracing alone takes several seconds
+
+
+def _classes(name):
+  return 10 if name.startswith("cifar") else 1000
+
+
+def _maybe_slow(names):
+  return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_NAMES else n for n in names]
+
+
+def _abstract_init(model, size=32):
+  """Variables as shapes only: no compilation, no memory."""
+  x = jnp.zeros((1, size, size, 3), jnp.float32)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+
+
+def _count(tree):
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+def _images(batch=2, size=16, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal((batch, size, size, 3)), jnp.float32)
+
+
+def _key(seed):
+  # The 'rbg' generator compiles much faster on the CPU than the default threefry; init speed is what matters here.
+  return jax.random.key(seed, impl="rbg")
+
+
+def _init(model, x):
+  return model.init({"params": _key(0), "dropout": _key(1)}, x, train=False)
+
+
+def _train(model, variables, x, seed=2):
+  return model.apply(variables, x, train=True, rngs={"dropout": _key(seed)}, mutable=["batch_stats"])
+
+
+def _flat(tree):
+  return {"/".join(map(str, k)): v for k, v in flax.traverse_util.flatten_dict(tree).items()}
+
+
+def _micro(**knobs):
+  """Two one-block stages: enough to exercise BatchNorm plumbing, cheap enough to compile whole."""
+  return models.ResNet(num_classes=10, stage_sizes=(1, 1), widths=(8, 16), stem_width=8, stem_kernel=3,
+                       stem_strides=1, stem_pool="none", **knobs)
+
+
+def _tiny(name, **knobs):
+  """A cheap member of the family: CIFAR nets as they are, ImageNet nets at 1/16 width."""
+  if not name.startswith("cifar"):
+    knobs["width"] = knobs.get("width", 1.0) / 16
+  return models.create(name, num_classes=10, **knobs)
+
+
+# --- Registry ---
+
+def test_names():
+  assert models.names() == IMAGENET_NAMES + CIFAR_NAMES
+
+
+@pytest.mark.parametrize("name", _maybe_slow(list(PARAM_COUNTS)))
+def test_exact_parameter_count(name):
+  variables = _abstract_init(models.create(name, num_classes=_classes(name)))
+  assert _count(variables["params"]) == PARAM_COUNTS[name]
+
+
+def test_shortcut_parameter_counts():
+  for name in ("resnet18", "resnet50", "cifar_resnet20"):
+    count = {s: _count(_abstract_init(models.create(name, num_classes=10, shortcut=s))["params"])
+             for s in models.SHORTCUTS}
+    assert count["A"] == count["none"], name  # option A and the plain net have no shortcut parameters
+    assert count["A"] < count["B"] < count["C"], name
+
+
+def test_none_overrides_mean_default():
+  unset = {knob: None for knob in models.KNOBS}
+  for name in ("resnet50", "cifar_resnet20"):
+    assert models.create(name, num_classes=7, **unset) == models.create(name, num_classes=7)
+
+
+def test_defaults():
+  imagenet = models.create("resnet50", num_classes=1000)
+  assert (imagenet.variant, imagenet.shortcut, imagenet.stem_pool) == ("v1.5", "B", "max")
+  cifar = models.create("cifar_resnet20", num_classes=10)
+  assert (cifar.variant, cifar.shortcut, cifar.stem_pool) == ("v1.5", "A", "none")
+  params = _abstract_init(cifar)["params"]
+  assert params["stem"]["conv"]["kernel"].shape == (3, 3, 3, 16)
+  assert [params[f"stage{i}"]["block0"]["conv1"]["kernel"].shape[-1] for i in (1, 2, 3)] == [16, 32, 64]
+  # 32/16/8 feature maps (paper section 4.2).
+  x = jnp.zeros((1, 32, 32, 3))
+  _, state = jax.eval_shape(lambda: cifar.apply(_init(cifar, x), x, mutable=[models.INTERMEDIATES]))
+  sizes = [state[models.INTERMEDIATES][f"stage{i}"]["block0"]["branch"][0].shape[1] for i in (1, 2, 3)]
+  assert sizes == [32, 16, 8]
+
+
+def test_parameter_paths():
+  params = _flat(_abstract_init(models.create("resnet50", num_classes=1000))["params"])
+  for path in ("stem/conv/kernel", "stem/bn/scale", "stem/bn/bias",
+               "stage1/block0/conv1/kernel", "stage1/block0/bn1/scale", "stage1/block0/conv3/kernel",
+               "stage1/block0/bn3/bias", "stage1/block0/shortcut/conv/kernel", "stage1/block0/shortcut/bn/scale",
+               "stage4/block2/conv2/kernel", "head/dense/kernel", "head/dense/bias"):
+    assert path in params, path
+  assert not any(p.startswith("stage1/block1/shortcut") for p in params)  # B: projection only where shape changes
+  plain = _flat(_abstract_init(models.create("resnet50", num_classes=10, shortcut="none"))["params"])
+  assert not any("shortcut" in p for p in plain)
+  full = _flat(_abstract_init(models.create("resnet18", num_classes=10, shortcut="C"))["params"])
+  assert all(f"stage{i}/block{j}/shortcut/conv/kernel" in full for i in (1, 2, 3, 4) for j in (0, 1))
+  preact = _flat(_abstract_init(models.create("resnet18", num_classes=10, variant="preact"))["params"])
+  assert "final_bn/scale" in preact and "stage1/block0/bn1/scale" not in preact  # the stem pre-activates it
+  assert "stage2/block0/bn1/scale" in preact and "stage2/block0/shortcut/bn/scale" not in preact
+
+
+# --- MACs ---
+
+def _conventional_conv(next_fun, args, kwargs, context):
+  """Interceptor that makes XLA count MACs the way the literature does.
+
+  Published MAC counts (He et al. 2015; torchvision) charge every kernel tap at every output position, including
+  taps over the zero padding; XLA's cost analysis skips those (about 2.9 % of ResNet-50). They also exclude
+  BatchNorm, which XLA counts as arithmetic. So convolutions read an explicitly padded input that XLA may not fold
+  back into the convolution, and BatchNorm passes its input through. Everything else (convolutions, the
+  classifier, activations, pooling, additions) is the compiled forward pass as it is.
+  """
+  module = context.module
+  if context.method_name != "__call__":
+    return next_fun(*args, **kwargs)
+  if type(module) is nn.BatchNorm:
+    return args[0]
+  if type(module) is nn.Conv:
+    (x,) = args
+    pads = ((0, 0),) + tuple(tuple(p) for p in module.padding) + ((0, 0),)
+    x = jax.lax.optimization_barrier(jnp.pad(x, pads))
+    strides = module.strides if isinstance(module.strides, tuple) else (module.strides,) * 2
+    return jax.lax.conv_general_dilated(x, module.variables["params"]["kernel"], strides, "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return next_fun(*args, **kwargs)
+
+
+def _xla_macs(model, size=224, conventional=True):
+  variables = _abstract_init(model)
+
+  def forward(variables, x):
+    if not conventional:
+      return model.apply(variables, x)
+    with nn.intercept_methods(_conventional_conv):
+      return model.apply(variables, x)
+
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  cost = jax.jit(forward).lower(variables, x).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older JAX returned one dict per device
+  return cost["flops"] / 2
+
+
+@pytest.mark.parametrize("kernel, strides", [(7, 2), (3, 1), (3, 2), (1, 2)])
+def test_conventional_conv_interceptor_keeps_the_function(kernel, strides):
+  # The interceptor may change how XLA counts, never what a convolution computes.
+  pad = kernel // 2
+  conv = nn.Conv(8, (kernel, kernel), strides=strides, padding=((pad, pad), (pad, pad)), use_bias=False)
+  x = _images(size=15)
+  variables = conv.init(_key(0), x)
+  with nn.intercept_methods(_conventional_conv):
+    rewritten = conv.apply(variables, x)
+  np.testing.assert_allclose(rewritten, conv.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant, reference", [("v1", 3.858e9), ("v1.5", 4.089e9)])
+def test_resnet50_macs(variant, reference):
+  macs = _xla_macs(models.create("resnet50", num_classes=1000, variant=variant))
+  assert abs(macs / reference - 1) < 0.01, f"{macs / 1e9:.4f} G MACs vs {reference / 1e9:.3f} G"
+  # XLA's own count skips the taps over padding: it must be below the convention, by a few percent only.
+  raw = _xla_macs(models.create("resnet50", num_classes=1000, variant=variant), conventional=False)
+  assert 0.95 * macs < raw < macs
+
+
+# --- Every name, every knob ---
+
+@pytest.mark.parametrize("name", _maybe_slow(IMAGENET_NAMES + CIFAR_NAMES))
+def test_every_name_output_shape_abstract(name):
+  model = models.create(name, num_classes=_classes(name))
+  x = jnp.zeros((2, 64, 64, 3), jnp.float32)
+  variables = _abstract_init(model)
+  logits = jax.eval_shape(lambda v: model.apply(v, x), variables)
+  assert logits.shape == (2, _classes(name)) and logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", _maybe_slow(IMAGENET_NAMES + CIFAR_NAMES))
+def test_every_name_runs(name):
+  # A training-mode forward pass, as at the first step. (At initialisation the running statistics are the identity,
+  # so an inference pass through 600 un-normalised residual additions, as in cifar_resnet1202, overflows by design.)
+  model = _tiny(name)
+  x = _images()
+  variables = _init(model, x)
+  logits, updates = _train(model, variables, x)
+  assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+  assert np.isfinite(logits).all()
+  assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
+
+
+KNOB_CASES = (
+    [dict(variant=v) for v in models.VARIANTS]
+    + [dict(shortcut=s) for s in models.SHORTCUTS]
+    + [dict(zero_init_residual=True), dict(zero_init_residual=False)]
+    + [dict(stem_pool=p) for p in models.STEM_POOLS]
+    + [dict(global_pool=p) for p in models.GLOBAL_POOLS]
+    + [dict(head="dense"), dict(head="conv"), dict(head="conv", global_pool="max"),
+       dict(head="mlp", head_hidden=(12, 8))]
+    + [dict(dropout=0.5)]
+    + [dict(activation=a) for a in models.ACTIVATIONS]
+    + [dict(width=0.5)]
+    + [dict(dtype="bfloat16"), dict(param_dtype=jnp.bfloat16)]
+    + [dict(bn_momentum=0.5), dict(bn_epsilon=1e-3)]
+    + [dict(drop_blocks=(1, 4))]
+)
+
+
+def _case_id(knobs):
+  if not isinstance(knobs, dict):
+    return knobs if isinstance(knobs, str) and knobs in models.names() else "-"
+  return ",".join(f"{k}={getattr(v, '__name__', v)}" for k, v in knobs.items())
+
+
+# The knobs whose code differs between basic and bottleneck blocks are run on both; the rest on the CIFAR net.
+_BLOCK_KNOBS = ("variant", "shortcut", "zero_init_residual", "drop_blocks")
+
+
+@pytest.mark.parametrize("name, knobs", [("cifar_resnet20", k) for k in KNOB_CASES] + [
+    ("resnet50", k) for k in KNOB_CASES if set(k) & set(_BLOCK_KNOBS)], ids=_case_id)
+def test_every_knob(name, knobs):
+  model = _tiny(name, **knobs)
+  x = _images(size=16)
+  variables = _init(model, x)
+  logits = model.apply(variables, x)
+  train_logits, updates = _train(model, variables, x)
+  for out in (logits, train_logits):
+    assert out.shape == (2, 10) and out.dtype == jnp.float32  # float32 logits whatever the compute dtype
+    assert np.isfinite(out).all()
+  # BatchNorm parameters and statistics stay float32; conv/dense parameters follow param_dtype.
+  param_dtype = jnp.dtype(knobs.get("param_dtype", jnp.float32))
+  for path, leaf in _flat(variables["params"]).items():
+    bn = "/bn" in f"/{path}" or path.startswith("final_bn")
+    assert leaf.dtype == (jnp.float32 if bn else param_dtype), path
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(updates["batch_stats"]))
+
+
+def test_global_pool_and_stem_pool_shapes():
+  flat = _flat(_abstract_init(_tiny("cifar_resnet20", global_pool="flatten"), size=16)["params"])
+  assert flat["head/dense/kernel"].shape == (4 * 4 * 64, 10)
+  for pool, size in (("none", 16), ("max", 8), ("avg", 8)):
+    model = _tiny("cifar_resnet20", stem_pool=pool)
+    x = jnp.zeros((1, 16, 16, 3))
+    _, state = jax.eval_shape(lambda: model.apply(_init(model, x), x, mutable=[models.INTERMEDIATES]))
+    assert state[models.INTERMEDIATES]["stage1"]["block0"]["branch"][0].shape[1] == size, pool
+
+
+def test_width_multiplier():
+  params = _abstract_init(_tiny("cifar_resnet20", width=0.5))["params"]
+  assert params["stem"]["conv"]["kernel"].shape == (3, 3, 3, 8)
+  assert params["stage3"]["block2"]["conv2"]["kernel"].shape == (3, 3, 32, 32)
+  assert params["head"]["dense"]["kernel"].shape == (32, 10)
+
+
+def test_mlp_head_paths():
+  # Configs may hand over lists.
+  params = _abstract_init(_tiny("cifar_resnet20", head="mlp", head_hidden=[12, 8]))["params"]["head"]
+  assert params["hidden0"]["kernel"].shape == (64, 12)
+  assert params["hidden1"]["kernel"].shape == (12, 8)
+  assert params["dense"]["kernel"].shape == (8, 10)
+
+
+def test_dropout_is_random_in_training_only():
+  model = _tiny("cifar_resnet20", dropout=0.5)
+  x = _images()
+  variables = _init(model, x)
+  np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
+  a, _ = _train(model, variables, x, seed=1)
+  b, _ = _train(model, variables, x, seed=2)
+  assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("knobs", [dict(), dict(variant="preact"), dict(shortcut="none")], ids=_case_id)
+def test_running_statistics_are_used_at_inference(knobs):
+  # With momentum 0 one training step stores exactly the batch statistics, so inference on the same batch must
+  # reproduce the training-mode output: this ties use_running_average to `train` in every BatchNorm.
+  model = _tiny("cifar_resnet20", bn_momentum=0.0, **knobs)
+  x = _images(batch=4)
+  variables = _init(model, x)
+  train_logits, updates = _train(model, variables, x)
+  eval_logits = model.apply({**variables, **updates}, x)
+  np.testing.assert_allclose(eval_logits, train_logits, rtol=1e-4, atol=1e-4)
+  assert not np.allclose(model.apply(variables, x), train_logits, atol=1e-3)
+
+
+def test_zero_init_residual():
+  model = _tiny("resnet50", zero_init_residual=True)
+  flat = _flat(_init(model, _images())["params"])
+  last = [p for p in flat if p.endswith("bn3/scale")]
+  assert len(last) == 16 and all(np.all(flat[p] == 0) for p in last)
+  assert all(np.all(flat[p] == 1) for p in flat if p.endswith("bn1/scale") or p.endswith("shortcut/bn/scale"))
+
+
+def test_bfloat16_close_to_float32():
+  x = _images()
+  variables = _init(_tiny("cifar_resnet20"), x)
+  full = _tiny("cifar_resnet20").apply(variables, x)
+  half = _tiny("cifar_resnet20", dtype="bfloat16").apply(variables, x)
+  assert half.dtype == jnp.float32
+  np.testing.assert_allclose(half, full, rtol=0.1, atol=0.1 * float(np.abs(full).max()))
+
+
+# --- Heads ---
+
+def test_conv_head_equals_dense_head():
+  x = _images()  # 4x4 final feature maps: the pooling has something to average
+  dense = _tiny("cifar_resnet20")
+  conv = _tiny("cifar_resnet20", head="conv")
+  variables = _init(dense, x)
+  params = dict(variables["params"])
+  params["head"] = {"conv": params["head"]["dense"]}  # the very same arrays
+  assert jax.tree.map(jnp.shape, _abstract_init(conv)["params"]["head"]) == jax.tree.map(jnp.shape, params["head"])
+  np.testing.assert_allclose(conv.apply({**variables, "params": params}, x), dense.apply(variables, x),
+                             rtol=1e-5, atol=1e-5)
+
+
+# --- Shortcuts: a plain net has no skip path, a residual net does ---
+
+def _silence_branch(params, path, variant):
+  """Makes block `path`'s residual branch output exactly zero for every input."""
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  block = {k: v for k, v in flat.items() if k.startswith(path + "/") and "/shortcut/" not in k}
+  last = max(int(k[len(path) + 5]) for k in block if k.startswith(path + "/conv"))
+  if variant == "preact":  # the branch ends with a convolution
+    flat[f"{path}/conv{last}/kernel"] = jnp.zeros_like(flat[f"{path}/conv{last}/kernel"])
+  else:  # the branch ends with a BatchNorm: zero scale and shift
+    for leaf in ("scale", "bias"):
+      flat[f"{path}/bn{last}/{leaf}"] = jnp.zeros_like(flat[f"{path}/bn{last}/{leaf}"])
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
+
+
+@pytest.mark.parametrize("name, variant, residual", [
+    ("cifar_resnet20", "v1.5", "A"), ("cifar_resnet20", "preact", "A"), ("resnet50", "v1", "B"),
+])
+def test_plain_net_has_no_skip_path(name, variant, residual):
+  # Silencing one block's branch cuts a plain network in two: its output no longer depends on the input. In a
+  # residual network the shortcut still carries the input past that block. Checked for every block, so a
+  # shortcut leaking into any block of the plain network fails the test.
+  x1, x2 = _images(seed=1), _images(seed=2)
+  for shortcut in ("none", residual):
+    model = _tiny(name, variant=variant, shortcut=shortcut)
+    variables = _init(model, x1)
+    apply = jax.jit(model.apply)
+    for path, _ in model.block_plan():
+      silenced = {**variables, "params": _silence_branch(variables["params"], path, variant)}
+      spread = float(np.abs(apply(silenced, x1) - apply(silenced, x2)).max())
+      if shortcut == "none":
+        assert spread < 1e-6, f"{path}: plain net output still depends on its input"
+      else:
+        assert spread > 1e-3, f"{path}: residual net lost its shortcut"
+
+
+# --- Lesions: drop_blocks ---
+
+def test_drop_blocks_equals_silenced_branch():
+  # For a residual net, dropping a block at inference is the same as a branch that outputs zeros.
+  x = _images()
+  base = _tiny("cifar_resnet20")
+  variables = _init(base, x)
+  plan = base.block_plan()
+  for index in (0, 3, 4, 8):  # identity blocks and a downsampling block (option A carries it)
+    lesioned = _tiny("cifar_resnet20", drop_blocks=(index,))
+    silenced = {**variables, "params": _silence_branch(variables["params"], plan[index][0], "v1.5")}
+    dropped = lesioned.apply(variables, x)
+    np.testing.assert_allclose(dropped, base.apply(silenced, x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(dropped, base.apply(variables, x), atol=1e-4)
+    # Training ignores the lesion.
+    np.testing.assert_array_equal(_train(lesioned, variables, x)[0], _train(base, variables, x)[0])
+
+
+def test_drop_blocks_in_plain_net():
+  x = _images()
+  base = _tiny("cifar_resnet20", shortcut="none")
+  variables = _init(base, x)
+  lesioned = _tiny("cifar_resnet20", shortcut="none", drop_blocks=(1,))
+  assert not np.allclose(lesioned.apply(variables, x), base.apply(variables, x), atol=1e-4)
+  changes_shape = [i for i, (_, changes) in enumerate(base.block_plan()) if changes]
+  assert changes_shape == [3, 6]
+  for index in changes_shape:
+    with pytest.raises(ValueError, match="changes the feature shape"):
+      _tiny("cifar_resnet20", shortcut="none", drop_blocks=(index,))
+  # ImageNet bottleneck nets change shape in the very first block too (64 -> 256 channels).
+  with pytest.raises(ValueError, match="stage1/block0"):
+    models.create("resnet50", num_classes=10, shortcut="none", drop_blocks=(0,))
+
+
+@pytest.mark.parametrize("index", [-1, 9, 100, 2.5])
+def test_drop_blocks_out_of_range(index):
+  with pytest.raises(ValueError, match=r"0\.\.8|integers"):
+    models.create("cifar_resnet20", num_classes=10, drop_blocks=(index,))
+
+
+def test_intermediates_one_branch_per_block():
+  model = _tiny("resnet50", drop_blocks=(2,))
+  x = _images()
+  _, state = model.apply(_init(model, x), x, mutable=[models.INTERMEDIATES])
+  branches = _flat(state[models.INTERMEDIATES])
+  assert sorted(branches) == sorted(f"{path}/branch" for path, _ in model.block_plan())
+  assert branches["stage4/block2/branch"][0].shape == (2, 1, 1, 2048 // 16)
+  assert not np.any(branches["stage1/block2/branch"][0])  # the dropped block contributes nothing
+  assert np.any(branches["stage1/block1/branch"][0])
+
+
+# --- Synchronised BatchNorm ---
+
+def test_bn_axis_name_matches_full_batch():
+  x = _images(batch=8)
+  local = _micro()
+  synced = _micro(bn_axis_name="batch")
+  variables = _init(local, x)
+  want, want_updates = jax.jit(lambda xs: _train(local, variables, xs))(x)
+  shards = x.reshape(2, 4, *x.shape[1:])
+  got, got_updates = jax.jit(jax.vmap(lambda xs: _train(synced, variables, xs), axis_name="batch"))(shards)
+  np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(got_updates), jax.tree.leaves(want_updates)):
+    np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-5)
+
+
+def test_bn_axis_index_groups():
+  if jax.device_count() < 4:
+    pytest.skip("needs 4 devices (tests/conftest.py simulates them on the CPU)")
+  groups = ((0, 1), (2, 3))
+  x = _images(batch=8)
+  local = _micro()
+  synced = _micro(bn_axis_name="batch", bn_axis_index_groups=groups)
+  variables = _init(local, x)
+  shards = x.reshape(4, 2, *x.shape[1:])
+  got, _ = jax.pmap(lambda xs: _train(synced, variables, xs), axis_name="batch", devices=jax.devices()[:4])(shards)
+  for group in groups:  # each group normalises over its own 4 images only
+    images = jnp.concatenate([shards[i] for i in group])
+    want, _ = jax.jit(lambda xs: _train(local, variables, xs))(images)
+    np.testing.assert_allclose(np.concatenate([got[i] for i in group]), want, rtol=1e-4, atol=1e-4)
+
+
+# --- Bad input ---
+
+@pytest.mark.parametrize("knobs, message", [
+    (dict(variant="v2"), r"variant.*\['v1', 'v1.5', 'preact'\]"),
+    (dict(shortcut="D"), r"shortcut.*\['A', 'B', 'C', 'none'\]"),
+    (dict(stem_pool="min"), r"stem_pool.*'max'"),
+    (dict(global_pool="sum"), r"global_pool.*'flatten'"),
+    (dict(head="linear"), r"head.*'mlp'"),
+    (dict(activation="elu"), r"activation.*'silu'"),
+    (dict(shortcut="none", zero_init_residual=True), "plain networks"),
+    (dict(variant="preact", zero_init_residual=True), "'v1' or 'v1.5'"),
+    (dict(head="mlp"), r"head_hidden"),
+    (dict(head_hidden=(10,)), r"head='mlp'"),
+    (dict(head="conv", global_pool="flatten"), r"'avg' or 'max'"),
+    (dict(dropout=1.0), r"\[0, 1\)"),
+    (dict(width=0), "positive"),
+    (dict(bn_momentum=1.5), r"\[0, 1\)"),
+    (dict(bn_epsilon=0.0), "positive"),
+    (dict(dtype="int32"), "floating dtype"),
+    (dict(param_dtype="float3"), "floating dtype"),
+    (dict(bn_axis_index_groups=((0, 1),)), "bn_axis_name"),
+    (dict(colour="red"), r"valid knobs are \['variant'"),
+], ids=_case_id)
+def test_bad_knobs_raise(knobs, message):
+  with pytest.raises(ValueError, match=message):
+    models.create("resnet18", num_classes=10, **knobs)
+
+
+def test_bad_name_and_classes_raise():
+  with pytest.raises(ValueError, match=r"resnet51.*'resnet50'.*'cifar_resnet20'"):
+    models.create("resnet51", num_classes=10)
+  with pytest.raises(ValueError, match="num_classes"):
+    models.create("resnet18", num_classes=0)

@@ -1,0 +1,214 @@
+"""Tests for resnet_jax.weights: Keras ResNet50 parity and torchvision state_dict import."""
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import models, weights
+
+# --- Keras ---
+
+
+def _keras():
+  os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+  keras = pytest.importorskip("keras")
+  if keras.backend.backend() != "tensorflow":
+    pytest.skip(f"Keras already runs on {keras.backend.backend()!r}; this peer check uses its TensorFlow backend")
+  return keras
+
+
+def _randomise_keras(model, rng):
+  """Random BatchNorm statistics and affine parameters, and random conv biases (Keras initialises them to zero,
+  which would leave the bias folding untested)."""
+  keras = _keras()
+  for layer in model.layers:
+    values = layer.get_weights()
+    if isinstance(layer, keras.layers.BatchNormalization):
+      shape = values[0].shape
+      layer.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0.0, 0.2, shape), rng.normal(0.0, 0.2, shape),
+                         rng.uniform(0.5, 2.0, shape)])
+    elif isinstance(layer, keras.layers.Conv2D):
+      layer.set_weights([values[0], rng.normal(0.0, 0.2, values[1].shape)])
+
+
+def test_keras_resnet50_parity():
+  """Our v1 ResNet-50 with imported Keras weights gives Keras's inference logits (float32, max abs diff 1e-4)."""
+  keras = _keras()
+  rng = np.random.default_rng(0)
+  keras_model = keras.applications.ResNet50(weights=None, classifier_activation=None)
+  _randomise_keras(keras_model, rng)
+  images = rng.normal(size=(2, 224, 224, 3)).astype(np.float32)
+  want = keras_model(images, training=False).numpy()
+
+  variables = weights.from_keras_resnet50(keras_model)
+  model = models.create("resnet50", num_classes=1000, **weights.KERAS_RESNET50_KNOBS)
+  got = np.asarray(jax.jit(model.apply)(variables, images))
+  assert got.dtype == np.float32
+  assert np.std(want) > 0.1  # the comparison is not between two near-zero outputs
+  diff = float(np.abs(got - want).max())
+  assert diff <= 1e-4, f"max abs logit difference {diff:.3g}"
+  # The same weights in the v1.5 layout are a different function: the check can tell the layouts apart.
+  other = models.create("resnet50", num_classes=1000, variant="v1.5", bn_epsilon=1.001e-5)
+  assert float(np.abs(np.asarray(jax.jit(other.apply)(variables, images)) - want).max()) > 1e-2
+
+
+def test_keras_without_classifier_is_rejected():
+  keras = _keras()
+  backbone = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+  with pytest.raises(ValueError, match="include_top=True"):
+    weights.from_keras_resnet50(backbone)
+
+
+# --- torchvision ---
+
+_TORCHVISION = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet50": ("bottleneck", (3, 4, 6, 3))}
+# ../shared/REFERENCE.md: torchvision's own parameter counts.
+_TORCHVISION_COUNTS = {"resnet18": 11_689_512, "resnet50": 25_557_032}
+
+
+# Small scales at the end of each residual branch keep activations O(1) although the statistics are random.
+_LAST_BN_SCALE = (0.1, 0.3)
+
+
+def torchvision_state_dict(name, num_classes, rng):
+  """A state_dict with torchvision's key names and shapes (OIHW kernels, (out, in) classifier), random values.
+
+  Written from torchvision's ResNet definition (conv1/bn1, layer{1-4}.{i}.conv{k}/bn{k}, downsample.0/.1 where the
+  shape changes, fc), so the importer can be tested where torch is not installed.
+  """
+  kind, sizes = _TORCHVISION[name]
+  state = {}
+
+  def conv(key, out, inp, k):
+    state[f"{key}.weight"] = rng.normal(0.0, np.sqrt(2.0 / (inp * k * k)), (out, inp, k, k)).astype(np.float32)
+
+  def bn(key, c, low=0.5, high=1.5):
+    state[f"{key}.weight"] = rng.uniform(low, high, c).astype(np.float32)
+    state[f"{key}.bias"] = rng.normal(0.0, 0.1, c).astype(np.float32)
+    state[f"{key}.running_mean"] = rng.normal(0.0, 0.1, c).astype(np.float32)
+    state[f"{key}.running_var"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    state[f"{key}.num_batches_tracked"] = np.array(0, np.int64)
+
+  conv("conv1", 64, 3, 7)
+  bn("bn1", 64)
+  inplanes = 64
+  for stage, (blocks, width) in enumerate(zip(sizes, (64, 128, 256, 512)), start=1):
+    for b in range(blocks):
+      key = f"layer{stage}.{b}"
+      stride = 2 if stage > 1 and b == 0 else 1
+      if kind == "basic":
+        conv(f"{key}.conv1", width, inplanes, 3), bn(f"{key}.bn1", width)
+        conv(f"{key}.conv2", width, width, 3), bn(f"{key}.bn2", width, *_LAST_BN_SCALE)
+        out = width
+      else:
+        conv(f"{key}.conv1", width, inplanes, 1), bn(f"{key}.bn1", width)
+        conv(f"{key}.conv2", width, width, 3), bn(f"{key}.bn2", width)
+        conv(f"{key}.conv3", 4 * width, width, 1), bn(f"{key}.bn3", 4 * width, *_LAST_BN_SCALE)
+        out = 4 * width
+      if stride != 1 or inplanes != out:
+        conv(f"{key}.downsample.0", out, inplanes, 1), bn(f"{key}.downsample.1", out)
+      inplanes = out
+  state["fc.weight"] = rng.normal(0.0, 0.01, (num_classes, inplanes)).astype(np.float32)
+  state["fc.bias"] = rng.normal(0.0, 0.01, num_classes).astype(np.float32)
+  return state
+
+
+def torchvision_forward(state, name, images_nchw):
+  """torchvision's ResNet forward pass (v1.5, eval mode) written directly on the state_dict, NCHW."""
+  kind, sizes = _TORCHVISION[name]
+
+  def conv(x, key, stride):
+    w = jnp.asarray(state[f"{key}.weight"])
+    pad = w.shape[-1] // 2
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+  def bn(x, key):
+    p = {k: jnp.asarray(state[f"{key}.{k}"])[None, :, None, None]
+         for k in ("weight", "bias", "running_mean", "running_var")}
+    return (x - p["running_mean"]) / jnp.sqrt(p["running_var"] + 1e-5) * p["weight"] + p["bias"]
+
+  relu = jax.nn.relu
+  x = relu(bn(conv(images_nchw, "conv1", 2), "bn1"))
+  x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 3, 3), (1, 1, 2, 2), ((0, 0), (0, 0), (1, 1), (1, 1)))
+  for stage, blocks in enumerate(sizes, start=1):
+    for b in range(blocks):
+      key = f"layer{stage}.{b}"
+      stride = 2 if stage > 1 and b == 0 else 1
+      if kind == "basic":
+        y = relu(bn(conv(x, f"{key}.conv1", stride), f"{key}.bn1"))
+        y = bn(conv(y, f"{key}.conv2", 1), f"{key}.bn2")
+      else:  # torchvision puts the stride on the 3x3 convolution (v1.5)
+        y = relu(bn(conv(x, f"{key}.conv1", 1), f"{key}.bn1"))
+        y = relu(bn(conv(y, f"{key}.conv2", stride), f"{key}.bn2"))
+        y = bn(conv(y, f"{key}.conv3", 1), f"{key}.bn3")
+      if f"{key}.downsample.0.weight" in state:
+        x = bn(conv(x, f"{key}.downsample.0", stride), f"{key}.downsample.1")
+      x = relu(x + y)
+  x = jnp.mean(x, axis=(2, 3))
+  return x @ jnp.asarray(state["fc.weight"]).T + jnp.asarray(state["fc.bias"])
+
+
+@pytest.mark.parametrize("name", sorted(_TORCHVISION))
+def test_torchvision_layout_matches_reference_count(name):
+  # Validates the hand-built state_dict against torchvision itself (its published parameter count).
+  state = torchvision_state_dict(name, 1000, np.random.default_rng(0))
+  learned = sum(v.size for k, v in state.items() if not k.endswith(("running_mean", "running_var", "tracked")))
+  assert learned == _TORCHVISION_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(_TORCHVISION))
+def test_from_torchvision_matches_torchvision_forward(name):
+  rng = np.random.default_rng(1)
+  state = torchvision_state_dict(name, 10, rng)
+  variables = weights.from_torchvision(state, name)
+  params = variables["params"]
+  np.testing.assert_array_equal(params["stem"]["conv"]["kernel"], state["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(params["head"]["dense"]["kernel"], state["fc.weight"].T)
+  np.testing.assert_array_equal(variables["batch_stats"]["stage2"]["block0"]["shortcut"]["bn"]["var"],
+                                state["layer2.0.downsample.1.running_var"])
+  images = rng.normal(size=(2, 33, 33, 3)).astype(np.float32)  # odd size: padding must match on both sides
+  want = jax.jit(lambda x: torchvision_forward(state, name, x))(images.transpose(0, 3, 1, 2))
+  assert 0.1 < np.std(want) < 100
+  got = jax.jit(models.create(name, num_classes=10).apply)(variables, images)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_from_torchvision_rejects_mismatches():
+  state = torchvision_state_dict("resnet18", 10, np.random.default_rng(0))
+  with pytest.raises(ValueError, match=r"resnet200.*\['resnet18'"):
+    weights.from_torchvision(state, "resnet200")
+  with pytest.raises(ValueError, match="stage1/block0/conv1/kernel"):
+    weights.from_torchvision({k: v for k, v in state.items() if k != "layer1.0.conv1.weight"}, "resnet18")
+  with pytest.raises(ValueError, match="missing.*stage1/block2"):
+    weights.from_torchvision(state, "resnet34")  # resnet34 has three blocks in stage 1
+  with pytest.raises(ValueError, match=r"wrong shapes.*stage1/block0/conv1/kernel: \(1, 1, 64, 64\)"):
+    weights.from_torchvision({**state, "layer1.0.conv1.weight": np.zeros((64, 64, 1, 1))}, "resnet18")
+  with pytest.raises(ValueError, match="unexpected state_dict key"):
+    weights.from_torchvision({**state, "layer1.0.se.weight": np.zeros(3)}, "resnet18")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_from_torchvision_matches_torchvision(name):
+  import torch
+  import torchvision
+
+  torch.manual_seed(0)
+  net = getattr(torchvision.models, name)(num_classes=10).eval()
+  with torch.no_grad():  # non-trivial statistics
+    for module in net.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_mean.uniform_(-0.2, 0.2)
+        module.running_var.uniform_(0.5, 1.5)
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.uniform_(-0.2, 0.2)
+  images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  with torch.no_grad():
+    want = net(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+  variables = weights.from_torchvision(net.state_dict(), name)
+  got = models.create(name, num_classes=10).apply(variables, images)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
