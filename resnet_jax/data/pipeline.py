@@ -1,0 +1,544 @@
+"""TFDS input pipelines: one shard per process, a deterministic order, exact resume and exact evaluation.
+
+Training order. Each JAX process reads its own contiguous part of the training split (`tfds.even_splits`). The
+order of epoch `e` on a process is a pure function of (seed, e), built only from stateless random ops:
+- cache=True: the process's serialized records are held in memory and epoch `e` visits them in a full random
+  permutation drawn from (seed, e);
+- cache=False (streaming, for ImageNet-sized data): the files are visited in a permutation drawn from (seed, e),
+  read `interleave`d, and the stream is shuffled in consecutive windows of `shuffle_buffer` records, each window
+  with its own permutation drawn from (seed, e, window).
+Each epoch yields steps_per_epoch = num_train // global_batch_size batches on every process (the remainder is
+dropped), and each example's augmentation is seeded by (seed, process, epoch, position in the epoch).
+
+Exact resume. Because the order and the augmentation are functions of the step alone, nothing needs to be saved
+with a checkpoint: `train_iterator(start_step=k)` recomputes the epoch and position of step k and skips the records
+already consumed in that epoch *before* decoding them. With cache=True the skip is free (an index into the
+permutation). When streaming it re-reads, without decoding, the part of the current epoch already consumed: at most
+one epoch of raw reads, on average half (for ImageNet: ~640k records, ~70 GB, minutes on fast storage, no JPEG
+decoding); completed epochs are never replayed.
+
+Corrupt records. In training, a record that cannot be parsed or decoded is skipped (`ignore_errors`) and counted
+in the log; the epoch uses the next record in its place. (Resume then stays exact unless a corrupt record lies in
+the part of an epoch being skipped on resume: the resumed run is shifted by that many records.) In evaluation a
+corrupt record raises a ValueError naming the record.
+
+Evaluation. Each process reads its contiguous part of the eval split in order, batches of global_batch_size //
+process_count, the last one padded and masked; every process runs the same number of batches
+(`num_eval_steps`), padding with fully masked batches where its part is shorter, so every example is counted
+exactly once.
+"""
+import difflib
+import functools
+import math
+from collections.abc import Iterator
+
+from absl import logging
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from resnet_jax.data import preprocess
+from resnet_jax.data import shapes  # pylint: disable=unused-import  (registers the `shapes` builder)
+from resnet_jax.data import synthetic
+from resnet_jax.data.dataset_info import DatasetInfo, field
+
+SYNTHETIC = synthetic.NAME
+# Shown when a name is unknown; any TFDS image-classification dataset with 'image' and 'label' features works.
+COMMON_DATASETS = ("shapes", "cifar10", "cifar100", "imagenet2012", "imagenette", SYNTHETIC)
+# Files read at once when streaming: enough to mix records from several files and overlap their I/O.
+_CYCLE_LENGTH = 16
+# Training images over which a dataset without known statistics is measured for 'cifar' normalisation.
+_STATS_EXAMPLES = 1024
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Datasets, splits and shards
+# ----------------------------------------------------------------------------------------------------------------
+def prepare_command(name: str, builder_config=None, data_dir=None) -> str:
+  """The shell command that prepares a dataset."""
+  command = f"python -m experiments.prepare_data --dataset={name}"
+  if builder_config:
+    command += f" --builder_config={builder_config}"
+  if data_dir:
+    command += f" --data_dir={data_dir}"
+  if name.startswith("imagenet2012"):
+    command += " --manual_dir=DIR_WITH_ILSVRC2012_TARS"
+  return command
+
+
+def get_builder(name: str, builder_config=None, data_dir=None, *, require_prepared: bool = True):
+  """The TFDS builder of a dataset.
+
+  Raises:
+    ValueError: the name or builder config is unknown (the message lists the known ones), or the dataset is not
+      prepared in `data_dir` (the message gives the command that prepares it).
+  """
+  if name == SYNTHETIC:
+    raise ValueError(f"{SYNTHETIC!r} is not a TFDS dataset: use resnet_jax.data (which dispatches it) or "
+                     "resnet_jax.data.synthetic.")
+  kwargs = {"data_dir": data_dir}
+  if builder_config:
+    kwargs["config"] = builder_config
+  try:
+    builder = tfds.builder(name, **kwargs)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(_unknown_name_message(name)) from None
+  except ValueError as error:
+    if builder_config and "config" in str(error).lower():
+      configs = [c.name for c in tfds.builder_cls(name.split("/")[0]).BUILDER_CONFIGS]
+      raise ValueError(f"Unknown builder config {builder_config!r} for dataset {name!r}; choose one of {configs}."
+                       ) from error
+    raise
+  if require_prepared and not builder.is_prepared():
+    raise ValueError(
+        f"Dataset {name!r} (builder config {builder.builder_config.name if builder.builder_config else None}) is "
+        f"not prepared in {builder.data_dir}. Prepare it with:\n  "
+        f"{prepare_command(name, builder_config, data_dir)}")
+  return builder
+
+
+def _unknown_name_message(name: str) -> str:
+  known = tfds.list_builders(with_community_datasets=False)
+  close = difflib.get_close_matches(name, known + [SYNTHETIC], n=5, cutoff=0.6)
+  hint = f" Did you mean {', '.join(close)}?" if close else ""
+  return (f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(COMMON_DATASETS)}, or any other of the "
+          f"{len(known)} TFDS datasets (tfds.list_builders()) that has image and label features.")
+
+
+def builder_for(data_config, *, require_prepared: bool = True):
+  """`get_builder` for a data config."""
+  return get_builder(data_config.name, field(data_config, "builder_config"), field(data_config, "data_dir"),
+                     require_prepared=require_prepared)
+
+
+def prepare(name: str, *, builder_config=None, data_dir=None, manual_dir=None):
+  """Downloads (or reads from `manual_dir`) and prepares a TFDS dataset; returns its builder.
+
+  For 'imagenet2012', `manual_dir` must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.
+  """
+  builder = get_builder(name, builder_config, data_dir, require_prepared=False)
+  if name.startswith("imagenet2012") and not manual_dir:
+    raise ValueError(f"{name} needs --manual_dir: a directory holding ILSVRC2012_img_train.tar and "
+                     "ILSVRC2012_img_val.tar (from https://image-net.org/download-images).")
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+  builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def _resolve_processes(process_index, process_count) -> tuple[int, int]:
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}.")
+  return process_index, process_count
+
+
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"The global batch size ({global_batch_size}) must be a positive multiple of the number of "
+                     f"processes ({process_count}).")
+  return global_batch_size // process_count
+
+
+def _process_split(split: str, process_index: int, process_count: int):
+  """This process's contiguous part of `split` (sizes differ by at most one example between processes)."""
+  if process_count == 1:
+    return split
+  return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+
+
+def _split_info(builder, split):
+  try:
+    return builder.info.splits[split]
+  except (KeyError, ValueError) as error:
+    raise ValueError(f"Unknown split {split!r} for {builder.name}; it has {sorted(builder.info.splits)}."
+                     ) from error
+
+
+def _train_split(data_config) -> str:
+  return field(data_config, "train_split", "train")
+
+
+def _eval_split(data_config, builder) -> str:
+  default = "validation" if "validation" in builder.info.splits else "test"
+  return field(data_config, "eval_split", default)
+
+
+def _family(data_config) -> str:
+  default = "imagenet" if data_config.name.startswith("imagenet") else "cifar"
+  return field(data_config, "preprocess", default)
+
+
+def _channels(data_config, builder) -> int:
+  if _family(data_config) == "imagenet":
+    return 3
+  shape = builder.info.features["image"].shape
+  return shape[-1] if shape and shape[-1] else 3
+
+
+def _image_size(data_config, builder) -> int:
+  shape = builder.info.features["image"].shape
+  stored = shape[0] if shape and shape[0] and shape[0] == shape[1] else None
+  return field(data_config, "image_size", stored or 224)
+
+
+def info(data_config) -> DatasetInfo:
+  """Number of classes, split sizes and the preprocessed image shape of a config's dataset."""
+  builder = builder_for(data_config)
+  size = _image_size(data_config, builder)
+  return DatasetInfo(
+      num_classes=field(data_config, "num_classes", builder.info.features["label"].num_classes),
+      num_train=_split_info(builder, _train_split(data_config)).num_examples,
+      num_eval=_split_info(builder, _eval_split(data_config, builder)).num_examples,
+      image_shape=(size, size, _channels(data_config, builder)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Records
+# ----------------------------------------------------------------------------------------------------------------
+def _file_instructions(builder, split) -> tuple[list[str], list[int], list[int]]:
+  if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+    raise ValueError(f"{builder.name} is stored as {builder.info.file_format.value}; this pipeline reads TFRecord "
+                     "files: prepare the dataset again with the default file format.")
+  instructions = [i for i in _split_info(builder, split).file_instructions if i.take > 0]
+  return ([i.filename for i in instructions], [i.skip for i in instructions], [i.take for i in instructions])
+
+
+def _read_files(filenames, skips, takes) -> tf.data.Dataset:
+  """Records of (filename, skip, take) triples, in the order given, with several files read at once."""
+  files = tf.data.Dataset.from_tensor_slices((filenames, tf.cast(skips, tf.int64), tf.cast(takes, tf.int64)))
+  return files.interleave(
+      lambda name, skip, take: tf.data.TFRecordDataset(name, buffer_size=1 << 20).skip(skip).take(take),
+      cycle_length=max(1, min(_CYCLE_LENGTH, len(filenames))), num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True)
+
+
+def split_records(builder, split) -> tf.data.Dataset:
+  """Serialized records of `split` (a split name or `tfds.even_splits` part) in their stored order."""
+  filenames, skips, takes = _file_instructions(builder, split)
+  files = tf.data.Dataset.from_tensor_slices((tf.constant(filenames, tf.string), tf.constant(skips, tf.int64),
+                                              tf.constant(takes, tf.int64)))
+  return files.flat_map(lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take))
+
+
+def _streamed_epoch(filenames, skips, takes, epoch_seed, window: int) -> tf.data.Dataset:
+  """An epoch's records: files in a seeded order, then a seeded permutation of each window of records."""
+  order = tf.random.experimental.stateless_shuffle(tf.range(len(filenames)), seed=_fold(epoch_seed, -1))
+  records = _read_files(tf.gather(filenames, order), tf.gather(skips, order), tf.gather(takes, order))
+  if window <= 1:
+    return records
+  windows = records.batch(window).prefetch(1).enumerate()
+  return windows.flat_map(lambda index, group: tf.data.Dataset.from_tensor_slices(
+      tf.random.experimental.stateless_shuffle(group, seed=_fold(epoch_seed, index))))
+
+
+def _fold(seed, value):
+  return tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int64))
+
+
+def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, process_count: int = 1,
+                  cache_records=None, shuffle_buffer: int = 10_000, skip=0) -> tf.data.Dataset:
+  """(position, serialized record) of one process's training epoch, from position `skip` on.
+
+  Args:
+    builder: the dataset's TFDS builder.
+    split: the training split.
+    seed: the run's seed.
+    epoch: epoch number (int or scalar tensor).
+    process_index, process_count: which part of the split this process reads.
+    cache_records: the process's records held in memory (a string tensor), or None to stream from files.
+    shuffle_buffer: window of the streamed shuffle.
+    skip: records of the epoch already consumed (not read again when cached, read but not decoded otherwise).
+  """
+  epoch_seed = _fold(_fold(preprocess.example_seed(seed), process_index), epoch)
+  if cache_records is not None:
+    permutation = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(cache_records, tf.int64)[0]),
+                                                           seed=epoch_seed)
+    positions = tf.data.Dataset.range(tf.cast(skip, tf.int64), tf.size(permutation, tf.int64))
+    return positions.map(lambda p: (p, tf.gather(cache_records, permutation[p])))
+  part = _process_split(split, process_index, process_count)
+  filenames, skips, takes = _file_instructions(builder, part)
+  records = _streamed_epoch(tf.constant(filenames), tf.constant(skips, tf.int64), tf.constant(takes, tf.int64),
+                            epoch_seed, shuffle_buffer)
+  return records.enumerate().skip(tf.cast(skip, tf.int64))
+
+
+def _load_records(builder, split) -> tf.Tensor:
+  """All serialized records of a split (part), as one in-memory string tensor."""
+  num_examples = _split_info(builder, split).num_examples
+  return split_records(builder, split).batch(max(num_examples, 1)).get_single_element()
+
+
+def _parse_fn(builder):
+  features = builder.info.features
+  decoders = {"image": tfds.decode.SkipDecoding()}
+
+  def parse(record):
+    example = features.deserialize_example(record, decoders=decoders)
+    return example["image"], tf.cast(example["label"], tf.int32)
+  return parse
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Normalisation statistics
+# ----------------------------------------------------------------------------------------------------------------
+def normalization_stats(data_config, builder=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel (mean, std) on the 0-255 scale used to normalise a config's images.
+
+  'imagenet' preprocessing uses ImageNet's statistics. 'cifar' preprocessing uses the dataset's own: known values
+  for CIFAR-10/100, otherwise measured on the first `_STATS_EXAMPLES` training images in stored order (the same on
+  every process and in every run).
+  """
+  if _family(data_config) == "imagenet":
+    return preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD
+  name = data_config.name.split("/")[0]
+  if name in preprocess.KNOWN_STATS:
+    return preprocess.KNOWN_STATS[name]
+  builder = builder or builder_for(data_config)
+  return _measured_stats(data_config.name, field(data_config, "builder_config"), field(data_config, "data_dir"),
+                         _train_split(data_config), _image_size(data_config, builder),
+                         _channels(data_config, builder))
+
+
+@functools.lru_cache(maxsize=32)
+def _measured_stats(name, builder_config, data_dir, split, size, channels):
+  builder = get_builder(name, builder_config, data_dir)
+  parse = _parse_fn(builder)
+  decode = preprocess.eval_fn("cifar", image_size=size, channels=channels)
+  images = split_records(builder, split).take(_STATS_EXAMPLES).map(
+      lambda record: decode(parse(record)[0]), num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+  pixels = np.concatenate([b.reshape(-1, channels) for b in images.batch(256).as_numpy_iterator()])
+  pixels = pixels.astype(np.float64)
+  mean, std = tuple(pixels.mean(0).tolist()), tuple(np.maximum(pixels.std(0), 1.0).tolist())
+  logging.info("Normalisation statistics of %s measured on %d training images: mean %s, std %s", name,
+               len(pixels) // (size * size), np.round(mean, 2), np.round(std, 2))
+  return mean, std
+
+
+def _options(data_config) -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  # One thread per map call; parallelism comes from num_parallel_calls (many small ops would contend otherwise).
+  options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+def _parallel_calls(data_config) -> int:
+  calls = field(data_config, "num_parallel_calls", -1)
+  return tf.data.AUTOTUNE if calls == -1 else calls
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+def steps_per_epoch(num_train: int, global_batch_size: int) -> int:
+  """Training batches per epoch (the remainder of an epoch is dropped)."""
+  steps = num_train // global_batch_size
+  if steps == 0:
+    raise ValueError(f"The global batch size ({global_batch_size}) exceeds the training split ({num_train}).")
+  return steps
+
+
+def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1, builder=None) -> tf.data.Dataset:
+  """This process's infinite training stream as a tf.data.Dataset of batches.
+
+  Batches hold 'image' (float32, normalised), 'label' (int32), and 'epoch' / 'position' (int64: where each
+  example sits in the epoch's order, used to count skipped corrupt records). See the module docstring for the
+  order; `train_iterator` is the public entry point.
+  """
+  builder = builder or builder_for(data_config)
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  local_batch = _local_batch_size(global_batch_size, process_count)
+  split = _train_split(data_config)
+  steps = steps_per_epoch(_split_info(builder, split).num_examples, global_batch_size)
+  per_epoch = steps * local_batch
+  start_epoch, start_offset = divmod(start_step, steps)
+  start_offset *= local_batch
+
+  size = _image_size(data_config, builder)
+  augment = preprocess.train_fn(_family(data_config), image_size=size, channels=_channels(data_config, builder),
+                                crop_fraction=field(data_config, "crop_fraction", 0.875))
+  parse = _parse_fn(builder)
+  mean, std = normalization_stats(data_config, builder)
+  cache_records = None
+  if field(data_config, "cache", False):
+    cache_records = _load_records(builder, _process_split(split, process_index, process_count))
+  shuffle_buffer = field(data_config, "shuffle_buffer", 10_000)
+  calls = _parallel_calls(data_config)
+
+  def example(epoch, position, record):
+    image_bytes, label = parse(record)
+    image = augment(image_bytes, preprocess.example_seed(seed, process_index, epoch, position))
+    return {"image": image, "label": label, "epoch": epoch, "position": position}
+
+  def one_epoch(epoch):
+    skip = tf.where(tf.equal(epoch, start_epoch), tf.constant(start_offset, tf.int64), tf.constant(0, tf.int64))
+    records = epoch_records(builder, split, seed=seed, epoch=epoch, process_index=process_index,
+                            process_count=process_count, cache_records=cache_records,
+                            shuffle_buffer=shuffle_buffer, skip=skip)
+    examples = records.map(lambda position, record: example(epoch, position, record), num_parallel_calls=calls,
+                           deterministic=True)
+    # Corrupt records are dropped here; the epoch then takes the next ones, so it still fills its batches when
+    # the split's remainder allows.
+    examples = examples.ignore_errors().take(per_epoch - skip)
+    return examples.batch(local_batch, drop_remainder=True)
+
+  batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
+  # Normalising whole batches as the last step keeps every buffer above in uint8.
+  batches = batches.map(lambda b: {**b, "image": preprocess.normalize(b["image"], mean, std)},
+                        num_parallel_calls=calls, deterministic=True)
+  return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(data_config))
+
+
+def train_iterator(data_config, *, global_batch_size: int, seed: int, start_step: int = 0, process_index=None,
+                   process_count=None) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite iterator of this process's training batches.
+
+  Args:
+    data_config: `config.data`.
+    global_batch_size: batch size summed over all processes.
+    seed: the run's seed; fixes the order of every epoch and every augmentation.
+    start_step: the first step to yield. Batches from `start_step=k` equal batches k, k+1, ... of a run started at
+      0 (exact resume).
+    process_index, process_count: this process and the number of processes (default: JAX's).
+
+  Returns:
+    Iterator of {'image': float32 [B, H, W, C] normalised, 'label': int32 [B]}, B = global_batch_size //
+    process_count. Every epoch has `num_train // global_batch_size` batches.
+  """
+  process_index, process_count = _resolve_processes(process_index, process_count)
+  builder = builder_for(data_config)
+  dataset = train_dataset(data_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
+                          process_index=process_index, process_count=process_count, builder=builder)
+  steps = steps_per_epoch(_split_info(builder, _train_split(data_config)).num_examples, global_batch_size)
+  first_offset = (start_step % steps) * (global_batch_size // process_count)
+  return _count_skipped(dataset.as_numpy_iterator(), first_offset, data_config.name)
+
+
+def _count_skipped(batches, first_offset: int, name: str):
+  """Strips the bookkeeping fields and logs how many corrupt records were skipped (gaps in the positions)."""
+  epoch, expected, skipped = None, first_offset, 0
+  for batch in batches:
+    epochs, positions = batch.pop("epoch"), batch.pop("position")
+    if epoch is not None and epochs[0] != epoch:
+      expected = 0
+    epoch = epochs[0]
+    gap = int(positions[-1]) - expected + 1 - len(positions)
+    if gap > 0:
+      skipped += gap
+      logging.warning("Skipped %d corrupt training record(s) of %s so far (latest: epoch %d, before position %d).",
+                      skipped, name, epoch, positions[-1])
+    expected = int(positions[-1]) + 1
+    yield batch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------
+def _part_sizes(builder, split, process_count) -> list[int]:
+  return [_split_info(builder, _process_split(split, i, process_count)).num_examples
+          for i in range(process_count)]
+
+
+def num_eval_steps(data_config, *, global_batch_size: int, process_count=None) -> int:
+  """Evaluation batches per process: enough for the largest process part, the same on every process."""
+  _, process_count = _resolve_processes(0, process_count)
+  local_batch = _local_batch_size(global_batch_size, process_count)
+  builder = builder_for(data_config)
+  largest = max(_part_sizes(builder, _eval_split(data_config, builder), process_count))
+  return math.ceil(largest / local_batch)
+
+
+def eval_dataset(data_config, *, local_batch_size: int, process_index: int = 0, process_count: int = 1,
+                 builder=None) -> tf.data.Dataset:
+  """This process's part of the eval split, in stored order, as unpadded uint8 batches {'image', 'label'}."""
+  builder = builder or builder_for(data_config)
+  part = _process_split(_eval_split(data_config, builder), process_index, process_count)
+  size = _image_size(data_config, builder)
+  prepare_image = preprocess.eval_fn(_family(data_config), image_size=size,
+                                     channels=_channels(data_config, builder),
+                                     crop_fraction=field(data_config, "crop_fraction", 0.875))
+  parse = _parse_fn(builder)
+
+  def example(record):
+    image_bytes, label = parse(record)
+    return {"image": prepare_image(image_bytes), "label": label}
+  examples = split_records(builder, part).map(example, num_parallel_calls=_parallel_calls(data_config),
+                                              deterministic=True)
+  return examples.batch(local_batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(data_config))
+
+
+def eval_iterator(data_config, *, global_batch_size: int, process_index=None, process_count=None):
+  """Finite iterable of this process's evaluation batches.
+
+  Returns:
+    `num_eval_steps(...)` batches of {'image': float32 [B, H, W, C], 'label': int32 [B], 'mask': float32 [B]},
+    B = global_batch_size // process_count; padding examples have mask 0. Across processes, every example of the
+    eval split appears exactly once with mask 1.
+
+  Raises:
+    ValueError: (while iterating) a record cannot be decoded; the message names it.
+  """
+  process_index, process_count = _resolve_processes(process_index, process_count)
+  local_batch = _local_batch_size(global_batch_size, process_count)
+  builder = builder_for(data_config)
+  steps = num_eval_steps(data_config, global_batch_size=global_batch_size, process_count=process_count)
+  dataset = eval_dataset(data_config, local_batch_size=local_batch, process_index=process_index,
+                         process_count=process_count, builder=builder)
+  mean, std = normalization_stats(data_config, builder)
+  size = _image_size(data_config, builder)
+  shape = (size, size, _channels(data_config, builder))
+  return _padded_eval_batches(dataset, steps, local_batch, shape, mean, std,
+                              lambda step: _corrupt_record_error(data_config, builder, process_index,
+                                                                 process_count, step * local_batch, local_batch))
+
+
+def _padded_eval_batches(dataset, steps, local_batch, shape, mean, std, on_error):
+  batches = dataset.as_numpy_iterator()
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  for step in range(steps):
+    try:
+      batch = next(batches, None)
+    except tf.errors.OpError as error:
+      raise on_error(step) from error
+    image = np.zeros((local_batch, *shape), np.float32)
+    label = np.zeros((local_batch,), np.int32)
+    mask = np.zeros((local_batch,), np.float32)
+    if batch is not None:
+      n = len(batch["label"])
+      image[:n] = (batch["image"].astype(np.float32) - mean) / std
+      label[:n] = batch["label"]
+      mask[:n] = 1.0
+    yield {"image": image, "label": label, "mask": mask}
+
+
+def _corrupt_record_error(data_config, builder, process_index, process_count, start, count) -> ValueError:
+  """Finds the first record in [start, start + count) of this process's eval part that fails, and names it."""
+  split = _eval_split(data_config, builder)
+  part = _process_split(split, process_index, process_count)
+  parse = _parse_fn(builder)
+  prepare_image = preprocess.eval_fn(_family(data_config), image_size=_image_size(data_config, builder),
+                                     channels=_channels(data_config, builder),
+                                     crop_fraction=field(data_config, "crop_fraction", 0.875))
+  filenames, skips, takes = _file_instructions(builder, part)
+  for offset, record in enumerate(split_records(builder, part).skip(start).take(count)):
+    try:
+      prepare_image(parse(record)[0])
+    except (tf.errors.OpError, ValueError) as error:
+      index = start + offset
+      # Locate the record in its file.
+      bounds = np.cumsum(takes)
+      file_index = int(np.searchsorted(bounds, index, side="right"))
+      in_file = skips[file_index] + index - (bounds[file_index - 1] if file_index else 0)
+      name = ""
+      if "file_name" in builder.info.features:
+        name = " (" + builder.info.features.deserialize_example(record)["file_name"].numpy().decode() + ")"
+      return ValueError(
+          f"Corrupt record in the {split!r} split of {data_config.name}: example {index} of process "
+          f"{process_index}/{process_count}{name}, record {in_file} of {filenames[file_index]}: "
+          f"{str(error).splitlines()[0]}")
+  return ValueError(f"Evaluation input failed in records {start}-{start + count - 1} of process {process_index}, "
+                    "but no single record fails on its own.")

@@ -1,0 +1,185 @@
+"""Image preprocessing in TensorFlow: decoding, augmentation, normalisation.
+
+Two families, chosen by `config.data.preprocess`:
+- 'imagenet': training takes an Inception-style random resized crop (area 8-100 % of the image, aspect ratio
+  3/4-4/3), decoding only the crop window of a JPEG (`tf.image.decode_and_crop_jpeg`), then resizes it and flips it
+  at random. Evaluation takes the central square of side `crop_fraction` x the shorter side and resizes it, which
+  is the usual "resize the shorter side to image_size / crop_fraction, centre crop image_size", decoding only the
+  window.
+- 'cifar': training pads by 4 pixels, takes a random crop of the original size and flips at random; evaluation
+  uses the image as it is (both resize first if the stored size differs from `image_size`).
+
+Images stay uint8 until `normalize`, the last step, which runs on whole batches.
+
+All randomness is stateless: every random choice is a pure function of a per-example seed built by
+`example_seed(seed, ...)` from the run's seed and the example's place in the stream (epoch, position). Replaying
+the stream from any point therefore reproduces the same augmented images, which exact resume relies on.
+"""
+from collections.abc import Callable
+
+import tensorflow as tf
+
+# TensorFlow only feeds the input pipeline; accelerators belong to JAX.
+try:
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TensorFlow already initialised its devices (someone imported it first); nothing to undo.
+  pass
+
+FAMILIES = ("cifar", "imagenet")
+
+# Per-channel statistics on the 0-255 scale.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Training-split statistics of well-known small datasets; others are measured (see pipeline.normalization_stats).
+KNOWN_STATS = {
+    "cifar10": ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
+    "cifar100": ((129.30, 124.07, 112.43), (68.17, 65.39, 70.42)),
+}
+
+AREA_RANGE = (0.08, 1.0)
+ASPECT_RANGE = (3 / 4, 4 / 3)
+CIFAR_PADDING = 4
+
+
+def example_seed(seed, *ids) -> tf.Tensor:
+  """A stateless-op seed (int64 [2]) unique to `seed` and the integers `ids` (e.g. process, epoch, position)."""
+  key = tf.stack([tf.cast(seed, tf.int64), tf.constant(0x5EED, tf.int64)])
+  for value in ids:
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(value, tf.int64))
+  return key
+
+
+def decode(image_bytes: tf.Tensor, channels: int = 3) -> tf.Tensor:
+  """Decodes a JPEG, PNG, BMP or GIF (first frame) to uint8 [H, W, channels]."""
+  return tf.io.decode_image(image_bytes, channels=channels, expand_animations=False)
+
+
+def image_shape(image_bytes: tf.Tensor) -> tf.Tensor:
+  """(height, width) of an encoded image, reading only a JPEG's header (other formats are decoded)."""
+  return tf.cond(
+      tf.io.is_jpeg(image_bytes),
+      lambda: tf.image.extract_jpeg_shape(image_bytes)[:2],
+      lambda: tf.shape(decode(image_bytes))[:2])
+
+
+def center_crop_window(shape: tf.Tensor, crop_fraction: float) -> tf.Tensor:
+  """[y, x, height, width] of the central square of side `crop_fraction` x the shorter side."""
+  height, width = shape[0], shape[1]
+  side = tf.cast(tf.round(crop_fraction * tf.cast(tf.minimum(height, width), tf.float32)), tf.int32)
+  side = tf.maximum(side, 1)
+  return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
+
+
+def random_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, crop_fraction: float = 0.875,
+                       area_range=AREA_RANGE, aspect_range=ASPECT_RANGE, max_attempts: int = 10) -> tf.Tensor:
+  """[y, x, height, width] of an Inception-style random crop.
+
+  The crop covers `area_range` of the image with an aspect ratio (width / height) in `aspect_range`. When no such
+  crop is found within `max_attempts` (very elongated images), the evaluation centre crop is used instead.
+  """
+  shape = tf.cast(shape, tf.int32)
+  whole = tf.constant([[[0.0, 0.0, 1.0, 1.0]]])
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.concat([shape, [3]], axis=0), bounding_boxes=whole, seed=seed, min_object_covered=0.0,
+      aspect_ratio_range=aspect_range, area_range=area_range, max_attempts=max_attempts,
+      use_image_if_no_bounding_boxes=True)
+  sampled = tf.stack([begin[0], begin[1], size[0], size[1]])
+  # The op falls back to the whole image when every attempt fails; a genuine full-image crop is just as well
+  # replaced by the centre crop (it is a measure-zero event for a continuous area draw).
+  failed = tf.logical_and(tf.equal(size[0], shape[0]), tf.equal(size[1], shape[1]))
+  return tf.where(failed, center_crop_window(shape, crop_fraction), sampled)
+
+
+def decode_and_crop(image_bytes: tf.Tensor, window: tf.Tensor, *, fused: bool = True) -> tf.Tensor:
+  """Decodes only `window` ([y, x, height, width]) of an image to uint8 RGB.
+
+  With `fused`, JPEGs go through `tf.image.decode_and_crop_jpeg`, which skips the entropy decoding of most blocks
+  outside the window; other formats (and `fused=False`) decode the whole image, then slice.
+  """
+  def unfused():
+    image = decode(image_bytes, 3)
+    return tf.slice(image, tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], 3]))
+
+  if not fused:
+    return unfused()
+  return tf.cond(tf.io.is_jpeg(image_bytes),
+                 lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3), unfused)
+
+
+def resize(image: tf.Tensor, size: int) -> tf.Tensor:
+  """Bilinear resize of a uint8 image to [size, size], rounded back to uint8 (it stays uint8 until `normalize`)."""
+  resized = tf.image.resize(image, [size, size], method="bilinear")
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def imagenet_train(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, crop_fraction: float = 0.875,
+                   fused: bool = True) -> tf.Tensor:
+  """Random resized crop + random horizontal flip: uint8 [image_size, image_size, 3]."""
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  window = random_crop_window(image_shape(image_bytes), crop_seed, crop_fraction=crop_fraction)
+  image = resize(decode_and_crop(image_bytes, window, fused=fused), image_size)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def imagenet_eval(image_bytes: tf.Tensor, *, image_size: int, crop_fraction: float = 0.875) -> tf.Tensor:
+  """Central crop (`crop_fraction` of the shorter side) resized to uint8 [image_size, image_size, 3]."""
+  window = center_crop_window(image_shape(image_bytes), crop_fraction)
+  return resize(decode_and_crop(image_bytes, window), image_size)
+
+
+def _decode_at_size(image_bytes: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
+  image = decode(image_bytes, channels)
+  shape = tf.shape(image)
+  return tf.cond(tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size)),
+                 lambda: image, lambda: resize(image, image_size))
+
+
+def cifar_train(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, channels: int = 3,
+                padding: int = CIFAR_PADDING) -> tf.Tensor:
+  """Zero-pad by `padding`, random crop back to image_size, random flip: uint8 [image_size, image_size, C]."""
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  image = _decode_at_size(image_bytes, image_size, channels)
+  padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+  image = tf.image.stateless_random_crop(padded, [image_size, image_size, channels], seed=crop_seed)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def cifar_eval(image_bytes: tf.Tensor, *, image_size: int, channels: int = 3) -> tf.Tensor:
+  """The image itself (resized if stored at another size): uint8 [image_size, image_size, C]."""
+  image = _decode_at_size(image_bytes, image_size, channels)
+  return tf.ensure_shape(image, [image_size, image_size, channels])
+
+
+def train_fn(family: str, *, image_size: int, channels: int = 3,
+             crop_fraction: float = 0.875) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+  """(image_bytes, seed) -> uint8 training image, for a preprocessing family."""
+  _check_family(family)
+  if family == "imagenet":
+    return lambda image_bytes, seed: tf.ensure_shape(
+        imagenet_train(image_bytes, seed, image_size=image_size, crop_fraction=crop_fraction),
+        [image_size, image_size, 3])
+  return lambda image_bytes, seed: tf.ensure_shape(
+      cifar_train(image_bytes, seed, image_size=image_size, channels=channels), [image_size, image_size, channels])
+
+
+def eval_fn(family: str, *, image_size: int, channels: int = 3,
+            crop_fraction: float = 0.875) -> Callable[[tf.Tensor], tf.Tensor]:
+  """image_bytes -> uint8 evaluation image, for a preprocessing family."""
+  _check_family(family)
+  if family == "imagenet":
+    return lambda image_bytes: tf.ensure_shape(
+        imagenet_eval(image_bytes, image_size=image_size, crop_fraction=crop_fraction), [image_size, image_size, 3])
+  return lambda image_bytes: cifar_eval(image_bytes, image_size=image_size, channels=channels)
+
+
+def normalize(images: tf.Tensor, mean, std) -> tf.Tensor:
+  """uint8 images [..., C] -> float32 (images - mean) / std, with per-channel statistics on the 0-255 scale."""
+  mean = tf.constant(mean, tf.float32)
+  std = tf.constant(std, tf.float32)
+  return (tf.cast(images, tf.float32) - mean) / std
+
+
+def _check_family(family: str):
+  if family not in FAMILIES:
+    raise ValueError(f"Unknown preprocessing family {family!r}; choose one of {list(FAMILIES)} "
+                     "(config.data.preprocess).")

@@ -1,0 +1,71 @@
+"""Classification metrics as (sum, count) pairs: masked for padding, summed across devices, divided once at the end.
+
+A metric is never averaged per batch or per device (a mean of means is wrong as soon as batches differ in size or
+padding): each step returns sums and counts, `psum` adds them over a named device axis inside shard_map / pmap,
+`merge` adds them over steps, and `finalize` divides.
+"""
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Sums = dict[str, tuple[jax.Array, jax.Array]]
+
+
+def classification_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
+                        label_smoothing: float = 0.0) -> Sums:
+  """Sums and counts of cross-entropy loss, top-1 and top-5 accuracy over the unmasked examples.
+
+  Args:
+    logits: [B, num_classes].
+    labels: int [B].
+    mask: [B], 1 (or True) for real examples, 0 for padding; None counts every example.
+    label_smoothing: weight of the uniform distribution mixed into the one-hot targets of the loss.
+
+  Returns:
+    {'loss': (sum, count), 'top1': (sum, count), 'top5': (sum, count)}, float32 scalars. Top-k counts the label
+    among the k largest logits (ties broken towards lower class indices, as `jax.lax.top_k` does); with fewer
+    than 5 classes top-5 is top-num_classes.
+  """
+  logits = logits.astype(jnp.float32)
+  num_classes = logits.shape[-1]
+  mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+  targets = jax.nn.one_hot(labels, num_classes) * (1.0 - label_smoothing) + label_smoothing / num_classes
+  loss = -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
+  _, top = jax.lax.top_k(logits, min(5, num_classes))
+  hits = top == labels[:, None]
+  count = jnp.sum(mask)
+  return {
+      "loss": (jnp.sum(loss * mask), count),
+      "top1": (jnp.sum(hits[:, 0] * mask), count),
+      "top5": (jnp.sum(jnp.any(hits, axis=-1) * mask), count),
+  }
+
+
+def masked_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> Sums:
+  """`classification_sums` without label smoothing."""
+  return classification_sums(logits, labels, mask)
+
+
+def psum(sums: Sums, axis_name) -> Sums:
+  """Adds sums and counts over a named device axis (inside shard_map, pmap or a named vmap)."""
+  return jax.lax.psum(sums, axis_name)
+
+
+def merge(total: Sums | None, sums: Sums) -> Sums:
+  """Adds two collections of (sum, count) pairs; `total=None` starts a new one (for accumulating over steps)."""
+  if total is None:
+    return dict(sums)
+  if set(total) != set(sums):
+    raise ValueError(f"Cannot merge metrics {sorted(total)} with {sorted(sums)}.")
+  return {name: (total[name][0] + sums[name][0], total[name][1] + sums[name][1]) for name in total}
+
+
+def finalize(sums: Mapping[str, tuple]) -> dict[str, float]:
+  """{name: sum / count} as Python floats (NaN for a metric that counted nothing)."""
+  result = {}
+  for name, (total, count) in sums.items():
+    total, count = float(np.asarray(total)), float(np.asarray(count))
+    result[name] = total / count if count else float("nan")
+  return result
