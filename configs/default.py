@@ -48,7 +48,7 @@ def get_config():
   config.data.crop_fraction = 0.875  # Eval center-crop fraction (ImageNet family).
   config.data.train_split = "train"  # TFDS split to train on.
   config.data.eval_split = "validation"  # TFDS split to evaluate on (every example exactly once).
-  config.data.shuffle_buffer = 16 * 1024  # Example shuffle buffer per process.
+  config.data.shuffle_buffer = 8 * 1024  # Window of the seeded shuffle per process (~4 windows in memory).
   config.data.cache = False  # Cache decoded-free records in memory (small datasets only).
   config.data.num_parallel_calls = -1  # tf.data parallelism; -1 = AUTOTUNE.
   config.data.num_classes = placeholder(int)  # None = from the dataset.

@@ -2,13 +2,13 @@
 
 Ten classes of geometric shapes drawn with a random colour, size, position and rotation on a cluttered, noisy
 background. It needs no download, prepares in about a minute on two CPU cores, and is CIFAR-shaped (32x32 RGB) by
-default, so CIFAR ResNets train on it directly. A linear model on pixels stays far from perfect (position and
-rotation vary), while a small ResNet learns it within a few epochs.
+default, so CIFAR ResNets train on it directly. A linear model on pixels stays at chance (position, rotation and
+colour vary), while a CIFAR ResNet-20 passes 90 % test accuracy within about 60k training images.
 
 Every image is a pure function of the config's seed, the split and the example index: two preparations with the
 same config give identical examples. Drawing is vectorised with NumPy over chunks of images (each shape is a signed
 distance field evaluated on the pixel grid and blended with one pixel of anti-aliasing), and images are stored as
-PNG encoded here with `zlib`, so preparation needs neither TensorFlow nor a per-image Python loop over pixels.
+PNG encoded here with `zlib`: drawing and encoding involve neither TensorFlow nor a Python loop over pixels.
 
 Importing this module registers the builder with TFDS under the name `shapes`:
 
