@@ -75,7 +75,7 @@ def test_epochs_are_permutations_in_a_new_order(data_dir, cache):
   config = _config(data_dir, cache=cache)
   builder = pipeline.builder_for(config)
   records = pipeline._load_records(builder, "train") if cache else None
-  epochs = [[r for _, r in pipeline.epoch_records(builder, "train", seed=0, epoch=e, cache_records=records,
+  epochs = [[r for _, _, r in pipeline.epoch_records(builder, "train", seed=0, epoch=e, cache_records=records,
                                                   shuffle_buffer=300).as_numpy_iterator()] for e in (0, 1)]
   stored = list(pipeline.split_records(builder, "train").as_numpy_iterator())
   for epoch in epochs:
@@ -89,10 +89,10 @@ def test_two_processes_read_disjoint_parts_that_cover_the_split(data_dir, cache)
   builder = pipeline.builder_for(config)
   parts = []
   for index in range(2):
-    records = (pipeline._load_records(builder, pipeline._process_split("train", index, 2)) if cache else None)
+    records = pipeline._load_records(builder, "train") if cache else None
     dataset = pipeline.epoch_records(builder, "train", seed=0, epoch=0, process_index=index, process_count=2,
-                                     cache_records=records, shuffle_buffer=300)
-    parts.append([r for _, r in dataset.as_numpy_iterator()])
+                                     cache_records=records, local_batch=20, shuffle_buffer=300)
+    parts.append([r for _, _, r in dataset.as_numpy_iterator()])
   stored = list(pipeline.split_records(builder, "train").as_numpy_iterator())
   assert len(parts[0]) == len(parts[1]) == 1000
   assert not set(parts[0]) & set(parts[1])
@@ -100,6 +100,18 @@ def test_two_processes_read_disjoint_parts_that_cover_the_split(data_dir, cache)
   # Each process gets half of the global batch.
   batch = next(data.train_iterator(config, global_batch_size=64, seed=0, process_index=1, process_count=2))
   assert batch["image"].shape == (32, 32, 32, 3)
+
+
+def test_cached_global_batches_do_not_depend_on_the_process_count(data_dir):
+  """With cache=True, two processes' halves of each global batch equal the one-process batch, augmentation too."""
+  config = _config(data_dir, cache=True)
+  one = data.train_iterator(config, global_batch_size=64, seed=3, start_step=29)  # Crosses an epoch boundary.
+  halves = [data.train_iterator(config, global_batch_size=64, seed=3, start_step=29, process_index=i,
+                                process_count=2) for i in range(2)]
+  for _ in range(3):
+    whole, parts = next(one), [next(h) for h in halves]
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(whole[key], np.concatenate([p[key] for p in parts]))
 
 
 def _true_labels(data_dir):

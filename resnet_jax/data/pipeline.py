@@ -1,14 +1,17 @@
 """TFDS input pipelines: one shard per process, a deterministic order, exact resume and exact evaluation.
 
-Training order. Each JAX process reads its own contiguous part of the training split (`tfds.even_splits`). The
-order of epoch `e` on a process is a pure function of (seed, e), built only from stateless random ops:
-- cache=True: the process's serialized records are held in memory and epoch `e` visits them in a full random
-  permutation drawn from (seed, e);
-- cache=False (streaming, for ImageNet-sized data): the files are visited in a permutation drawn from (seed, e),
-  read `interleave`d, and the stream is shuffled in consecutive windows of `shuffle_buffer` records, each window
-  with its own permutation drawn from (seed, e, window).
+Training order. The order of epoch `e` is a pure function of (seed, e), built only from stateless random ops:
+- cache=True (datasets that fit in host memory: CIFAR, `shapes`): every process holds the split's serialized
+  records and draws the same full permutation from (seed, e); process p takes the p-th slice of every global
+  batch. The examples a process trains on in an epoch are disjoint from the other processes' and together they
+  cover the split; the global batches and their augmentation are the same for any number of processes, so a
+  2-process run reproduces a 1-process run.
+- cache=False (streaming, for ImageNet-sized data): each process reads its own contiguous part of the split
+  (`tfds.even_splits`); its files are visited in a permutation drawn from (seed, process, e), read `interleave`d,
+  and the stream is shuffled in consecutive windows of `shuffle_buffer` records, each window with its own
+  permutation drawn from (seed, process, e, window).
 Each epoch yields steps_per_epoch = num_train // global_batch_size batches on every process (the remainder is
-dropped), and each example's augmentation is seeded by (seed, process, epoch, position in the epoch).
+dropped), and each example's augmentation is seeded by (seed, epoch, example id).
 
 Exact resume. Because the order and the augmentation are functions of the step alone, nothing needs to be saved
 with a checkpoint: `train_iterator(start_step=k)` recomputes the epoch and position of step k and skips the records
@@ -238,8 +241,11 @@ def _fold(seed, value):
 
 
 def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, process_count: int = 1,
-                  cache_records=None, shuffle_buffer: int = 10_000, skip=0) -> tf.data.Dataset:
-  """(position, serialized record) of one process's training epoch, from position `skip` on.
+                  cache_records=None, local_batch: int = 1, shuffle_buffer: int = 10_000,
+                  skip=0) -> tf.data.Dataset:
+  """(position, example id, serialized record) of one process's training epoch, from position `skip` on.
+
+  `position` counts this process's records in the epoch; `example id` seeds the record's augmentation.
 
   Args:
     builder: the dataset's TFDS builder.
@@ -247,21 +253,34 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     seed: the run's seed.
     epoch: epoch number (int or scalar tensor).
     process_index, process_count: which part of the split this process reads.
-    cache_records: the process's records held in memory (a string tensor), or None to stream from files.
+    cache_records: ALL records of the split held in memory (a string tensor), or None to stream this process's
+      part from files.
+    local_batch: this process's batch size (cached mode: the process takes its slice of every global batch).
     shuffle_buffer: window of the streamed shuffle.
     skip: records of the epoch already consumed (not read again when cached, read but not decoded otherwise).
   """
-  epoch_seed = _fold(_fold(preprocess.example_seed(seed), process_index), epoch)
+  skip = tf.cast(skip, tf.int64)
   if cache_records is not None:
-    permutation = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(cache_records, tf.int64)[0]),
-                                                           seed=epoch_seed)
-    positions = tf.data.Dataset.range(tf.cast(skip, tf.int64), tf.size(permutation, tf.int64))
-    return positions.map(lambda p: (p, tf.gather(cache_records, permutation[p])))
+    # Every process draws the same permutation of the whole split and takes its slice of each global batch, so
+    # the global batches (and their augmentation) do not depend on the number of processes.
+    permutation = tf.random.experimental.stateless_shuffle(
+        tf.range(tf.shape(cache_records, tf.int64)[0]), seed=_fold(preprocess.example_seed(seed), epoch))
+    b, g = tf.constant(local_batch, tf.int64), tf.constant(local_batch * process_count, tf.int64)
+    steps = tf.size(permutation, tf.int64) // g
+    positions = tf.data.Dataset.range(skip, steps * b)
+
+    def record(k):
+      index = (k // b) * g + process_index * b + k % b
+      return k, index, tf.gather(cache_records, permutation[index])
+    return positions.map(record)
+  epoch_seed = _fold(_fold(preprocess.example_seed(seed), process_index), epoch)
   part = _process_split(split, process_index, process_count)
   filenames, skips, takes = _file_instructions(builder, part)
   records = _streamed_epoch(tf.constant(filenames), tf.constant(skips, tf.int64), tf.constant(takes, tf.int64),
                             epoch_seed, shuffle_buffer)
-  return records.enumerate().skip(tf.cast(skip, tf.int64))
+  # Ids above 2**40 per process keep the augmentation seeds of different processes apart.
+  offset = tf.constant(process_index, tf.int64) * (1 << 40)
+  return records.enumerate().skip(skip).map(lambda k, r: (k, offset + k, r))
 
 
 def _load_records(builder, split) -> tf.Tensor:
@@ -365,21 +384,22 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
   mean, std = normalization_stats(data_config, builder)
   cache_records = None
   if field(data_config, "cache", False):
-    cache_records = _load_records(builder, _process_split(split, process_index, process_count))
+    cache_records = _load_records(builder, split)
   shuffle_buffer = field(data_config, "shuffle_buffer", 10_000)
   calls = _parallel_calls(data_config)
 
-  def example(epoch, position, record):
+  def example(epoch, position, example_id, record):
     image_bytes, label = parse(record)
-    image = augment(image_bytes, preprocess.example_seed(seed, process_index, epoch, position))
+    image = augment(image_bytes, preprocess.example_seed(seed, epoch, example_id))
     return {"image": image, "label": label, "epoch": epoch, "position": position}
 
   def one_epoch(epoch):
     skip = tf.where(tf.equal(epoch, start_epoch), tf.constant(start_offset, tf.int64), tf.constant(0, tf.int64))
     records = epoch_records(builder, split, seed=seed, epoch=epoch, process_index=process_index,
-                            process_count=process_count, cache_records=cache_records,
+                            process_count=process_count, cache_records=cache_records, local_batch=local_batch,
                             shuffle_buffer=shuffle_buffer, skip=skip)
-    examples = records.map(lambda position, record: example(epoch, position, record), num_parallel_calls=calls,
+    examples = records.map(lambda position, example_id, record: example(epoch, position, example_id, record),
+                           num_parallel_calls=calls,
                            deterministic=True)
     # Corrupt records are dropped here; the epoch then takes the next ones, so it still fills its batches when
     # the split's remainder allows.
