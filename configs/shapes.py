@@ -18,11 +18,11 @@ def get_config(args: str | None = None):
   config.batch_size = 128
   config.eval_batch_size = 500
   config.num_steps = None
-  config.num_epochs = 3.0
+  config.num_epochs = 2.5  # ~975 steps of 128.
   config.schedule.name = "cosine"
-  config.schedule.base_lr = 0.2
+  config.schedule.base_lr = 0.2  # 0.1 at batch 128.
   config.schedule.warmup_steps = None
-  config.schedule.warmup_epochs = 0.2
+  config.schedule.warmup_epochs = 0.1
   config.schedule.boundaries_steps = None
 
   config.log_every_steps = 50
