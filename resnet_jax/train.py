@@ -277,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       do_save = last or preempted or checkpointer.should_save(step)
       if last or preempted or do_eval or do_save or step % config.log_every_steps == 0:
         # Fetching the metrics waits for the step; it also guards every checkpoint against non-finite state.
-        window = _fetch_finite(pending, checkpointer.latest_step())
+        window = _fetch_finite(pending, checkpointer)
         now = time.perf_counter()
         reporter.write_train(step, metrics_lib.finalize(window), lr=float(parts.schedule(step - 1)),
                              num_steps=len(pending), images=len(pending) * config.batch_size,
@@ -288,7 +288,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         window_start = time.perf_counter()
       if do_save:
         # The data order is a function of the step (see resnet_jax.data): the step is the stream's position.
-        checkpointer.save(step, strategy.get_state(state), {"step": step}, force=last or preempted)
+        saved_state = strategy.get_state(state)
+        _check_finite_state(saved_state, step, checkpointer)
+        checkpointer.save(step, saved_state, {"step": step}, force=last or preempted)
       if preempted:
         logging.warning("Preemption: saved step %d; rerun the same command to resume from there.", step)
         return eval_results
@@ -334,18 +336,39 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
   return {"step": int(state.step), **evaluate(state, p_eval, strategy, batches)}
 
 
-def _fetch_finite(pending, last_checkpoint) -> dict:
+def _fetch_finite(pending, checkpointer) -> dict:
   """Sums the (sum, count) metrics of `pending` steps on the host; raises on the first non-finite loss."""
   fetched = jax.device_get([sums for _, sums in pending])
   for (step, _), sums in zip(pending, fetched):
     loss_sum = float(np.asarray(sums["loss"][0]))
     if not math.isfinite(loss_sum):
-      where = (f"the last checkpoint (step {last_checkpoint}) is finite and untouched" if last_checkpoint
-               else "no checkpoint was written")
       raise NonFiniteLossError(
-          f"non-finite training loss ({loss_sum}) at step {step}; {where}. Lower the learning rate "
-          "(config.schedule.base_lr), enable config.optimizer.grad_clip_norm, or check the input data.")
+          f"non-finite training loss ({loss_sum}) at step {step}; {_last_checkpoint(checkpointer)}. Lower the "
+          "learning rate (config.schedule.base_lr), enable config.optimizer.grad_clip_norm, or check the input data.")
   return jax.tree.map(lambda *xs: np.sum(xs, axis=0), *fetched)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  flags = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(flags).all() if flags else jnp.bool_(True)
+
+
+def _check_finite_state(state, step: int, checkpointer) -> None:
+  """Raises before a non-finite state is saved. The loss of step k is computed before update k, so a finite loss
+  does not vouch for the state it leaves behind."""
+  if not bool(_all_finite(state)):
+    raise NonFiniteLossError(
+        f"non-finite parameters or optimizer state after step {step} (its loss was still finite); "
+        f"{_last_checkpoint(checkpointer)}. Lower the learning rate (config.schedule.base_lr), enable "
+        "config.optimizer.grad_clip_norm, or check the input data.")
+
+
+def _last_checkpoint(checkpointer) -> str:
+  checkpointer.wait()  # A save still in flight was of a finite state: count it.
+  last = checkpointer.latest_step()
+  return (f"the last checkpoint (step {last}) is finite and untouched" if last is not None
+          else "no checkpoint was written")
 
 
 def compile_step(step_fn, state, batch):

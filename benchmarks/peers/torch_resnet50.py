@@ -1,0 +1,50 @@
+"""Peer: torchvision's ResNet-50 (v1.5) training step on CUDA, eager or torch.compile'd.
+
+bf16 autocast with float32 parameters, channels-last tensors, fused SGD with momentum 0.9 (see torch_step.py).
+Needs torch, torchvision and a CUDA device; anywhere else it records a skip with the reason.
+
+  python benchmarks/peers/torch_resnet50.py --device=cuda --batch=256 --image_size=224 --dtype=bfloat16 \
+      [--compile_mode=default] --out=torch.json
+"""
+from __future__ import annotations
+
+import harness
+
+
+def main():
+  p = harness.parser(__doc__.splitlines()[0])
+  p.add_argument("--compile_mode", default="",
+                 help="Empty: eager. Otherwise a torch.compile mode ('default', 'max-autotune', ...).")
+  p.add_argument("--num_classes", type=int, default=1000)
+  args = p.parse_args()
+  peer = "torch_compile" if args.compile_mode else "torch_eager"
+
+  missing = harness.missing_modules(["torch", "torchvision"])
+  if missing:
+    harness.skip(args.out, peer, f"missing Python module(s) {missing}: pip install torch torchvision")
+  import torch
+  import torch_step
+  import torchvision
+
+  reason = torch_step.check_device(torch, args.device)
+  if reason:
+    harness.skip(args.out, peer, reason)
+  if args.device == "cuda":
+    torch.backends.cudnn.benchmark = True  # Picks the fastest convolution algorithms for these fixed shapes.
+  model = torchvision.models.resnet50(weights=None, num_classes=args.num_classes)
+  result = torch_step.train_step_timing(torch, model, args=args, num_classes=args.num_classes, channels_last=True,
+                                        compile_mode=args.compile_mode or None)
+  result.update(
+      peer=peer, status="ok",
+      framework=f"pytorch {'torch.compile mode=' + args.compile_mode if args.compile_mode else 'eager'}",
+      workload={"model": "torchvision resnet50 (v1.5)", "batch": args.batch, "image_size": args.image_size,
+                "dtype": args.dtype, "layout": "channels_last"},
+      device=torch_step.device_name(torch, args.device),
+      versions={**torch_step.versions(torch), "torchvision": torchvision.__version__},
+      environment=harness.environment())
+  harness.write(args.out, result)
+  print(f"{peer}: {result['images_per_sec']:.1f} images/s")
+
+
+if __name__ == "__main__":
+  main()

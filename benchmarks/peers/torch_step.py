@@ -1,0 +1,78 @@
+"""The PyTorch training step both PyTorch peers time: SGD with momentum on a fixed synthetic batch.
+
+Written the way a careful PyTorch user would for speed: channels-last tensors (the layout cuDNN and oneDNN
+convolutions prefer), bf16 autocast when asked (parameters and optimizer state stay float32, like the JAX side),
+gradients set to None instead of zeroed, a fused (CUDA) or multi-tensor (CPU) optimizer, and no host
+synchronisation inside the step.
+"""
+from __future__ import annotations
+
+import harness
+
+
+def check_device(torch, device: str) -> str | None:
+  """Why `device` cannot run here, or None when it can."""
+  if device == "cuda" and not torch.cuda.is_available():
+    return "CUDA is not available to this PyTorch build or machine"
+  return None
+
+
+def versions(torch) -> dict:
+  out = {"torch": torch.__version__}
+  if torch.cuda.is_available():
+    out["cuda"] = torch.version.cuda
+    out["cudnn"] = torch.backends.cudnn.version()
+  return out
+
+
+def device_name(torch, device: str) -> str:
+  import platform
+  if device == "cuda":
+    return torch.cuda.get_device_name(0)
+  return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def make_sgd(torch, model, device: str):
+  """SGD with momentum 0.9: fused into one kernel on CUDA where this PyTorch has it, multi-tensor otherwise."""
+  params = list(model.parameters())
+  if device == "cuda":
+    try:
+      return torch.optim.SGD(params, lr=0.1, momentum=0.9, fused=True)
+    except (TypeError, RuntimeError):  # PyTorch versions without a fused SGD
+      pass
+  return torch.optim.SGD(params, lr=0.1, momentum=0.9, foreach=True)
+
+
+def train_step_timing(torch, model, *, args, num_classes: int, channels_last: bool, compile_mode: str | None):
+  """Times SGD steps of `model` on one synthetic batch; returns the harness summary."""
+  import torch.nn.functional as F
+
+  device = torch.device(args.device)
+  torch.manual_seed(args.seed)
+  memory_format = torch.channels_last if channels_last else torch.contiguous_format
+  model = model.to(device=device, memory_format=memory_format).train()
+  optimizer = make_sgd(torch, model, args.device)
+  images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+  images = images.contiguous(memory_format=memory_format)
+  labels = torch.randint(0, num_classes, (args.batch,), device=device)
+  autocast_dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
+  forward = torch.compile(model, mode=compile_mode) if compile_mode else model
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+      loss = F.cross_entropy(forward(images), labels)
+    loss.backward()
+    optimizer.step()
+
+  def sync():
+    if device.type == "cuda":
+      torch.cuda.synchronize()
+
+  timing = harness.time_steps(step, sync, warmup=args.warmup, windows=args.windows, window=args.window)
+  result = harness.summarize(timing, args.batch)
+  if device.type == "cuda":
+    result["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+  result["num_params"] = sum(p.numel() for p in model.parameters())
+  result["optimizer"] = "SGD momentum 0.9, " + ("fused" if optimizer.defaults.get("fused") else "foreach")
+  return result

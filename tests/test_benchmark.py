@@ -1,0 +1,154 @@
+"""experiments/benchmark.py and its peers: the JSON a run writes, the peer plan, the timing protocol."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import benchmark
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_DIR = os.path.join(REPO, "benchmarks", "peers")
+
+
+def _run(cmd, timeout=120):
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_tiny_run_writes_a_complete_result(tmp_path):
+  """A CIFAR ResNet-20 on 4 host devices: every field, a cache hit on the relaunch, peers recorded as skipped."""
+  out = tmp_path / "result.json"
+  _run([sys.executable, "-m", "experiments.benchmark", "--model=cifar_resnet20", "--batch=8", "--image_size=16",
+        "--dtype=float32", "--steps=2", "--windows=2", "--warmup=0", "--peers=keras,torch_eager",
+        f"--compilation_cache_dir={tmp_path / 'cache'}", f"--out={out}"])
+  result = json.loads(out.read_text())
+
+  assert result["workload"]["model"] == "cifar_resnet20" and result["workload"]["batch"] == 8
+  assert result["workload"]["image_size"] == 16 and result["workload"]["num_classes"] == 10
+  assert result["device"]["platform"] == "cpu" and result["device"]["count"] == 4  # tests/conftest.py
+  assert result["images_per_sec"] > 0
+  assert len(result["window_images_per_sec"]) == 2
+  assert result["images_per_sec"] == pytest.approx(sorted(result["window_images_per_sec"])[0] / 2 +
+                                                   sorted(result["window_images_per_sec"])[1] / 2)
+  assert result["step_time_s"] == pytest.approx(8 / result["images_per_sec"])
+  # XLA's count for one device's quarter of the batch, scaled back to one image.
+  assert result["flops_per_image"] == pytest.approx(result["flops_per_step_per_device"] * 4 / 8)
+  assert result["flops_per_image"] > 0
+  assert 0 < result["mfu"] < 1
+  assert result["peak_flops_source"]
+  assert result["versions"]["jax"] and result["versions"]["flax"]
+  assert result["command"].startswith("python -m experiments.benchmark --model=cifar_resnet20")
+  assert {"start", "end", "after_peers"} <= set(result["loadavg"])
+  assert "compiled_temp_size_in_bytes" in result["memory"]
+
+  cold, warm = result["compile"]["cold"], result["compile"]["warm"]
+  for times in (cold, warm):
+    assert times["total_s"] == pytest.approx(times["lower_s"] + times["compile_s"])
+  # The relaunch finds the executable in the persistent cache instead of compiling it again.
+  assert warm["compile_s"] < cold["compile_s"] / 2
+  assert len(list((tmp_path / "cache").glob("jit_train_step-*"))) == 1
+
+  peers = result["peers"]
+  assert peers["keras"] == {"peer": "keras", "status": "skipped",
+                            "reason": "peer 'keras' reproduces resnet50, not cifar_resnet20"}
+  assert peers["torch_eager"]["status"] == "skipped"
+
+
+def _workload(model="resnet50", **kw):
+  return benchmark.resolve_workload(model, platform_name="cpu", device_count=1, **kw)
+
+
+def test_peer_plan_skips_with_the_reason():
+  r50, r56 = _workload("resnet50", dtype="float32"), _workload("cifar_resnet56", dtype="float32")
+  assert benchmark.peer_skip_reason("torch_cifar", r50, "cpu") == \
+      "peer 'torch_cifar' reproduces cifar_resnet20, cifar_resnet32, cifar_resnet44..., not resnet50"
+  assert benchmark.peer_skip_reason("torch_compile", r50, "cpu") == \
+      "peer 'torch_compile' runs on gpu, and this run is on cpu"
+  assert benchmark.peer_skip_reason("keras", r50, "gpu") == "peer 'keras' runs on cpu, and this run is on gpu"
+  absent = benchmark.Peer("x.py", ("resnet50",), ("json", "no_such_module_for_this_test"), ("cpu",))
+  assert benchmark.peer_skip_reason("x", r50, "cpu", absent) == \
+      "missing Python module(s) ['no_such_module_for_this_test']"
+  torch_here = importlib.util.find_spec("torch") is not None
+  assert (benchmark.peer_skip_reason("torch_cifar", r56, "cpu") is None) == torch_here
+
+
+def test_peer_command_carries_the_workload_and_protocol():
+  cmd = benchmark.peer_command("torch_cifar", _workload("cifar_resnet56", dtype="float32"), platform_name="cpu",
+                               warmup=3, windows=5, window=4, out="r.json")
+  assert cmd[1] == os.path.join(PEER_DIR, "torch_cifar_resnet.py")
+  assert cmd[2:] == ["--batch=128", "--image_size=32", "--dtype=float32", "--device=cpu", "--warmup=3",
+                     "--windows=5", "--window=4", "--out=r.json", "--depth=56"]
+  cmd = benchmark.peer_command("torch_compile", _workload(batch=256), platform_name="gpu", warmup=3, windows=5,
+                               window=4, out="t.json")
+  assert "--device=cuda" in cmd and "--compile_mode=default" in cmd and "--dtype=bfloat16" in cmd
+
+
+def test_unknown_peer_names_the_choices():
+  benchmark.check_peer_names(["keras", "torch_cifar"])
+  with pytest.raises(ValueError, match=r"unknown peer\(s\) \['tf'\]; choose from \['keras', 'torch_cifar'"):
+    benchmark.check_peer_names(["keras", "tf"])
+
+
+def test_torchvision_peer_skips_itself_without_cuda(tmp_path):
+  """Run directly, the peer script checks its own requirements and writes a skip instead of failing."""
+  if importlib.util.find_spec("torch") is None:
+    pytest.skip("torch is not installed")
+  import torch  # pylint: disable=g-import-not-at-top
+  if torch.cuda.is_available() and importlib.util.find_spec("torchvision") is not None:
+    pytest.skip("this machine can run the peer")
+  out = tmp_path / "peer.json"
+  _run([sys.executable, os.path.join(PEER_DIR, "torch_resnet50.py"), "--device=cuda", "--batch=2",
+        "--image_size=32", f"--out={out}"])
+  result = json.loads(out.read_text())
+  assert result["status"] == "skipped" and result["peer"] == "torch_eager"
+  assert "torchvision" in result["reason"] or "CUDA" in result["reason"]
+
+
+def test_defaults_follow_family_and_platform():
+  cifar = _workload("cifar_resnet56")
+  assert (cifar.batch, cifar.image_size, cifar.num_classes) == (128, 32, 10)
+  r50 = benchmark.resolve_workload("resnet50", platform_name="gpu", device_count=8)
+  assert (r50.batch, r50.image_size, r50.num_classes) == (256 * 8, 224, 1000)
+  with pytest.raises(ValueError, match="--batch must be positive"):
+    _workload(batch=0)
+
+
+def test_timing_plan():
+  assert benchmark.timing_plan(20, 5) == (5, 4)
+  assert benchmark.timing_plan(2, 5) == (2, 1)
+  assert benchmark.timing_plan(7, 2) == (2, 3)
+  with pytest.raises(ValueError, match="at least 1"):
+    benchmark.timing_plan(0, 5)
+
+
+def test_peer_harness_runs_every_step_once():
+  sys.path.insert(0, PEER_DIR)
+  try:
+    import harness  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.remove(PEER_DIR)
+  calls = {"step": 0, "sync": 0}
+  timing = harness.time_steps(lambda: calls.__setitem__("step", calls["step"] + 1),
+                              lambda: calls.__setitem__("sync", calls["sync"] + 1), warmup=2, windows=3, window=4)
+  assert calls == {"step": 1 + 2 + 3 * 4, "sync": 1 + 1 + 3}
+  assert len(timing["window_seconds"]) == 3 and timing["window_steps"] == 4
+  summary = harness.summarize({"first_step_s": 1.0, "window_seconds": [1.0, 2.0, 4.0], "window_steps": 4}, 8)
+  assert summary["images_per_sec"] == 16.0 and summary["step_time_s"] == 0.5
+
+
+@pytest.mark.parametrize("cpuinfo, per_cycle", [
+    ({"vendor_id": "AuthenticAMD", "cpu family": "25", "flags": "fma avx2 avx512f"}, 32),  # Zen 4: 2 x 256-bit
+    ({"vendor_id": "AuthenticAMD", "cpu family": "26", "flags": "fma avx2 avx512f"}, 64),  # Zen 5
+    ({"vendor_id": "GenuineIntel", "cpu family": "6", "flags": "fma avx2 avx512f"}, 64),
+    ({"vendor_id": "GenuineIntel", "cpu family": "6", "flags": "fma avx2"}, 32),
+    ({"vendor_id": "GenuineIntel", "cpu family": "6", "flags": "sse4_2"}, 8),
+])
+def test_cpu_peak_estimate(cpuinfo, per_cycle):
+  peak, how = benchmark.cpu_peak_flops({**cpuinfo, "cpu MHz": "2000.0", "model name": "test"}, cores=2)
+  assert peak == 2 * 2000e6 * per_cycle
+  assert f"{per_cycle} FLOP/cycle" in how
+  assert benchmark.cpu_peak_flops({"flags": "fma"}, cores=2)[0] is None

@@ -1,0 +1,138 @@
+"""experiments/convert_weights.py: Keras and torchvision weights written as checkpoints that init_from loads.
+
+ResNet-50 is never run here (that is tests/test_weights.py's parity check): the tests compare arrays, and merge
+the converted weights into the model's variables as the engine does for --config.init_from.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import convert_weights
+from resnet_jax import checkpoint as ckpt_lib
+from resnet_jax import models
+from resnet_jax import weights
+from tests import runs
+
+# ../shared/REFERENCE.md: torchvision's ResNet-50 count; Keras's 25,636,712 less the conv biases folded into BN.
+RESNET50_PARAMS = 25_557_032
+
+
+def _convert(*args, expect_rc=0):
+  result = subprocess.run([sys.executable, "-m", "experiments.convert_weights", *args], cwd=runs.ROOT,
+                          env=runs.device_env(1), capture_output=True, text=True, timeout=600)
+  assert result.returncode == expect_rc, result.stdout[-2000:] + result.stderr[-4000:]
+  return result.stdout + result.stderr
+
+
+def _assert_equal(a, b):
+  runs.assert_trees_close(a, b, rtol=0, atol=0)
+
+
+def _model_variables(name, num_classes, **knobs):
+  """Random variables with the names and shapes `model.init` gives (no compilation)."""
+  model = models.create(name, num_classes=num_classes, **knobs)
+  rng = jax.random.PRNGKey(0)
+  shapes = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng}, np.zeros((1, 64, 64, 3), np.float32),
+                                             train=False))
+  values = np.random.default_rng(1)
+  return {k: jax.tree.map(lambda s: values.standard_normal(s.shape).astype(s.dtype), shapes[k])
+          for k in ("params", "batch_stats")}
+
+
+@pytest.fixture(scope="module")
+def keras_model():
+  """keras.applications.ResNet50 with random weights, random BatchNorm statistics and non-zero conv biases."""
+  os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+  keras = pytest.importorskip("keras")
+  model = keras.applications.ResNet50(weights=None, classifier_activation=None)
+  rng = np.random.default_rng(0)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      shape = layer.get_weights()[0].shape
+      layer.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.2, shape), rng.normal(0, 0.2, shape),
+                         rng.uniform(0.5, 2.0, shape)])
+    elif isinstance(layer, keras.layers.Conv2D):
+      kernel, bias = layer.get_weights()
+      layer.set_weights([kernel, rng.normal(0, 0.2, bias.shape)])
+  return model
+
+
+def test_keras_weights_file_converts_and_loads_for_finetuning(tmp_path, keras_model):
+  weights_file = str(tmp_path / "resnet50.weights.h5")
+  keras_model.save_weights(weights_file)
+  out = str(tmp_path / "converted")
+  output = _convert("--from=keras", f"--keras_weights={weights_file}", f"--out={out}")
+  assert f"resnet50 ({RESNET50_PARAMS:,} parameters, 1000 classes)" in output
+  assert (f"--config.model.name=resnet50 --config.model.variant=v1 --config.model.bn_epsilon=1.001e-05 "
+          f"--config.init_from={out}") in output
+
+  loaded = ckpt_lib.load_params(out)
+  _assert_equal(loaded, weights.from_keras_resnet50(keras_model))  # The file's weights, exactly.
+
+  # init_from into the matching network: every variable is the loaded one.
+  same = _model_variables("resnet50", 1000, **weights.KERAS_RESNET50_KNOBS)
+  _assert_equal(ckpt_lib.merge_for_finetune(same, loaded), loaded)
+  # Fewer classes: the head is the model's own initialisation, everything else is loaded.
+  fewer = _model_variables("resnet50", 10, **weights.KERAS_RESNET50_KNOBS)
+  merged = ckpt_lib.merge_for_finetune(fewer, loaded)
+  _assert_equal(merged["params"]["head"], fewer["params"]["head"])
+  _assert_equal(runs.without_head(merged["params"]), runs.without_head(loaded["params"]))
+  _assert_equal(merged["batch_stats"], loaded["batch_stats"])
+  # Another depth does not fit: the first differing variable is named.
+  with pytest.raises(ValueError, match=r"'batch_stats/stage2/block0/shortcut/bn/mean' has shape \(512,\) in the "
+                                       r"loaded weights but \(128,\) in the model"):
+    ckpt_lib.merge_for_finetune(_model_variables("resnet18", 1000), loaded)
+
+
+def test_random_keras_weights_and_bad_flags(tmp_path):
+  out = str(tmp_path / "random")
+  output = _convert("--from=keras", "--num_classes=7", f"--out={out}")
+  assert "7 classes" in output
+  loaded = ckpt_lib.load_params(out)
+  assert loaded["params"]["head"]["dense"]["kernel"].shape == (2048, 7)
+  assert "exists; pass --overwrite" in _convert("--from=keras", f"--out={out}", expect_rc=1)
+  assert "no such file" in _convert("--from=keras", "--keras_weights=missing.h5", f"--out={tmp_path / 'x'}",
+                                    expect_rc=1)
+  assert "--from" in _convert(f"--out={tmp_path / 'y'}", expect_rc=1)  # Required, with its choices.
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_torchvision_state_dict_converts(tmp_path):
+  import torch
+  from tests.test_weights import torchvision_state_dict
+  state = torchvision_state_dict("resnet18", 10, np.random.default_rng(0))
+  path = str(tmp_path / "resnet18.pth")
+  torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, path)
+  out = str(tmp_path / "converted")
+  output = _convert("--from=torchvision", "--model=resnet18", f"--state_dict={path}", f"--out={out}")
+  assert f"--config.model.name=resnet18 --config.init_from={out}" in output
+  _assert_equal(ckpt_lib.load_params(out), weights.from_torchvision(state, "resnet18"))
+
+
+def test_training_checkpoints_and_data_parallel_keys_are_unwrapped():
+  state = {"conv1.weight": 1, "fc.weight": 2}
+  assert convert_weights._unwrap(state) == state
+  assert convert_weights._unwrap({"state_dict": {"module.conv1.weight": 1, "module.fc.weight": 2}}) == state
+  assert convert_weights._unwrap({"model": state, "epoch": 90}) == state
+  with pytest.raises(ValueError, match="not a state_dict"):
+    convert_weights._unwrap([1, 2])
+
+
+def test_torchvision_without_torch_is_a_clear_error(monkeypatch):
+  monkeypatch.setitem(sys.modules, "torch", None)  # What `import torch` meets where it is not installed.
+  with pytest.raises(ImportError, match="needs PyTorch: pip install torch"):
+    convert_weights.torchvision_variables("resnet50", None, None)
+  with pytest.raises(ValueError, match="resnet51.*resnet50"):
+    convert_weights.torchvision_variables("resnet51", None, None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is not None,
+                    reason="needs torch without torchvision")
+def test_torchvision_network_without_torchvision_is_a_clear_error():
+  with pytest.raises(ImportError, match="pip install torchvision, or pass --state_dict"):
+    convert_weights.torchvision_variables("resnet50", None, None)
