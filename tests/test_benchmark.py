@@ -24,6 +24,8 @@ def test_tiny_run_writes_a_complete_result(tmp_path):
   out = tmp_path / "result.json"
   _run([sys.executable, "-m", "experiments.benchmark", "--model=cifar_resnet20", "--batch=8", "--image_size=16",
         "--dtype=float32", "--steps=2", "--windows=2", "--warmup=0", "--peers=keras,torch_eager",
+        # The CPU flags pay off on the real workloads, not on this toy (its compile would take twice as long).
+        "--platform_xla_flags=false", "--extra_xla_flags=--xla_cpu_enable_fast_min_max=false",
         f"--compilation_cache_dir={tmp_path / 'cache'}", f"--out={out}"])
   result = json.loads(out.read_text())
 
@@ -44,6 +46,8 @@ def test_tiny_run_writes_a_complete_result(tmp_path):
   assert result["command"].startswith("python -m experiments.benchmark --model=cifar_resnet20")
   assert {"start", "end", "after_peers"} <= set(result["loadavg"])
   assert "compiled_temp_size_in_bytes" in result["memory"]
+  # The user's XLA flags reach the measured process (after the suite's own, from tests/conftest.py).
+  assert result["xla_flags"] == "--xla_force_host_platform_device_count=4 --xla_cpu_enable_fast_min_max=false"
 
   cold, warm = result["compile"]["cold"], result["compile"]["warm"]
   for times in (cold, warm):
@@ -115,6 +119,16 @@ def test_defaults_follow_family_and_platform():
   assert (r50.batch, r50.image_size, r50.num_classes) == (256 * 8, 224, 1000)
   with pytest.raises(ValueError, match="--batch must be positive"):
     _workload(batch=0)
+
+
+def test_xla_flags_per_platform():
+  cpu = " ".join(benchmark.PLATFORM_XLA_FLAGS["cpu"])
+  assert benchmark.xla_flags_for("cpu", True) == cpu
+  assert benchmark.xla_flags_for("cpu", True, "--xla_dump_to=d") == cpu + " --xla_dump_to=d"
+  assert benchmark.xla_flags_for("cpu", False, "--xla_dump_to=d") == "--xla_dump_to=d"
+  # Disabling an HLO pass is a CPU measurement; it must never leak onto an accelerator's compiler.
+  assert benchmark.xla_flags_for("gpu", True) == ""
+  assert benchmark.xla_flags_for("tpu", True) == ""
 
 
 def test_timing_plan():

@@ -1,8 +1,10 @@
 """Fault injection: kills, preemption, half-written checkpoints, divergence, topology changes, bad init_from.
 
 Every run trains a tiny model (tests/runs.py) for `NUM_STEPS` steps on `shapes/small`, saving every `SAVE_EVERY`
-steps, on 4 simulated CPU devices, in a subprocess of `python -m experiments.train`, exactly as a user would run it.
-An uninterrupted run of the same command (the `reference` fixture) is what every interrupted run must end equal to.
+steps, on 4 simulated CPU devices, in a subprocess of `python -m experiments.train`, exactly as a user would run it
+(only the init_from tests call the engine in this process). An uninterrupted run of the same command (the
+`reference` fixture) is what every interrupted run must end equal to. The signals land at a random step; failure
+messages say which.
 
 Equality is exact (bitwise): an interrupted run replays the same XLA program on the same CPU from a checkpoint that
 stores float32 values exactly, and its data order and dropout noise are functions of the step alone, so nothing
