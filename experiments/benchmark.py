@@ -489,6 +489,12 @@ def probe_platform(timeout: float = 300) -> str:
   return proc.stdout.split()[-1]
 
 
+def xla_flags_for(platform_name: str, use_platform_flags: bool, extra_flags: str = "") -> str:
+  """The XLA flags a run adds on `platform_name`: PLATFORM_XLA_FLAGS (if wanted), then the user's own."""
+  chosen = PLATFORM_XLA_FLAGS.get(platform_name, ()) if use_platform_flags else ()
+  return " ".join(f for f in (*chosen, extra_flags) if f)
+
+
 def configure_xla(extra_flags: str) -> str:
   """Appends `extra_flags` to $XLA_FLAGS (read when the backend starts, so call this before touching a device)."""
   merged = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), extra_flags) if f).strip()
@@ -617,8 +623,7 @@ def main(argv):
   # -- The whole run. Our step and every peer each run in a process of their own, one after the other: no process
   # holds accelerator memory or threads while another is measured (JAX reserves most of a GPU's memory).
   platform_name = probe_platform()
-  platform_flags = PLATFORM_XLA_FLAGS.get(platform_name, ()) if FLAGS.platform_xla_flags else ()
-  configure_xla(" ".join([*platform_flags, FLAGS.extra_xla_flags]))
+  configure_xla(xla_flags_for(platform_name, FLAGS.platform_xla_flags, FLAGS.extra_xla_flags))
   fresh_cache = FLAGS.compilation_cache_dir is None
   cache_dir = tempfile.mkdtemp(prefix="resnet_jax_xla_cache_") if fresh_cache else FLAGS.compilation_cache_dir
   result = run_child("measure", [*_measure_flags(FLAGS), f"--compilation_cache_dir={cache_dir}"],

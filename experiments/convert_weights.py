@@ -16,8 +16,8 @@ import os
 from absl import app
 from absl import flags
 
-flags.DEFINE_enum("from", None, ["keras", "torchvision"], "Where the weights come from.", required=True)
-flags.DEFINE_string("out", None, "Directory to write the converted weights to.", required=True)
+flags.DEFINE_enum("from", None, ["keras", "torchvision"], "Where the weights come from (required).")
+flags.DEFINE_string("out", None, "Directory to write the converted weights to (required).")
 flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
 flags.DEFINE_string("keras_weights", None,
                     "Keras only: a weights file of keras.applications.ResNet50 (.h5 / .weights.h5), 'imagenet' to "
@@ -95,6 +95,9 @@ def model_flags(source: str, name: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Checked here rather than with required=True: tests import several scripts into one process.
+  if not FLAGS["from"].value or not FLAGS.out:
+    raise app.UsageError("--from (keras or torchvision) and --out are required")
   source = FLAGS["from"].value
   if os.path.exists(FLAGS.out) and not FLAGS.overwrite:  # Checked before minutes of building the network.
     raise app.UsageError(f"--out={FLAGS.out} exists; pass --overwrite or choose another directory.")

@@ -7,7 +7,7 @@ Prints loss, top-1 and top-5 and writes them to WORKDIR/eval_step<S>.json.
 from absl import app
 from absl import flags
 
-flags.DEFINE_string("workdir", None, "Workdir of a training run.", required=True)
+flags.DEFINE_string("workdir", None, "Workdir of a training run (required).")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest complete one).")
 flags.DEFINE_string("split", None, "Evaluate on this TFDS split instead of the run's config.data.eval_split.")
 FLAGS = flags.FLAGS
@@ -15,6 +15,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required: the workdir of a training run")
   from resnet_jax import distributed, reporting, train  # pylint: disable=g-import-not-at-top
 
   distributed.hide_accelerators_from_tensorflow()

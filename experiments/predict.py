@@ -17,7 +17,7 @@ import os
 from absl import app
 from absl import flags
 
-flags.DEFINE_string("workdir", None, "Workdir of a training run.", required=True)
+flags.DEFINE_string("workdir", None, "Workdir of a training run (required).")
 flags.DEFINE_integer("step", None, "Checkpoint step to use (default: the latest complete one).")
 flags.DEFINE_integer("top_k", 5, "How many classes to print per image (capped at the number of classes).")
 FLAGS = flags.FLAGS
@@ -96,6 +96,8 @@ def format_top_k(path: str, probs, names, k: int) -> str:
 
 
 def main(argv):
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required: the workdir of a training run")
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Give one or more image files: python -m experiments.predict --workdir=W IMAGE...")
