@@ -45,6 +45,7 @@ def test_tiny_run_writes_a_complete_result(tmp_path):
   assert result["versions"]["jax"] and result["versions"]["flax"]
   assert result["command"].startswith("python -m experiments.benchmark --model=cifar_resnet20")
   assert {"start", "end", "after_peers"} <= set(result["loadavg"])
+  assert [r["images_per_sec"] for r in result["rounds"]] == [result["images_per_sec"]]
   assert "compiled_temp_size_in_bytes" in result["memory"]
   # The user's XLA flags reach the measured process (after the suite's own, from tests/conftest.py).
   assert result["xla_flags"] == "--xla_force_host_platform_device_count=4 --xla_cpu_enable_fast_min_max=false"
@@ -119,6 +120,33 @@ def test_defaults_follow_family_and_platform():
   assert (r50.batch, r50.image_size, r50.num_classes) == (256 * 8, 224, 1000)
   with pytest.raises(ValueError, match="--batch must be positive"):
     _workload(batch=0)
+
+
+def _round(ours, peer, cpu_ours=1.0, cpu_peer=1.0, status="ok"):
+  peer_result = {"peer": "p", "status": status}
+  if status == "ok":
+    peer_result.update(images_per_sec=peer, cpu_seconds_per_step=cpu_peer)
+  return {"ours": {"images_per_sec": ours, "cpu_seconds_per_step": cpu_ours, "mfu": 0.1 * ours,
+                   "workload": {"batch": 8}, "loadavg": {"start": [1.0, 1.0, 1.0]}},
+          "peers": {"p": peer_result}}
+
+
+def test_rounds_pair_each_ratio_with_its_own_round():
+  # Round 2 ran while the machine was busy for both sides: the paired ratios stay 2.0, 2.0 and 1.0.
+  result = benchmark.combine_rounds([_round(4.0, 2.0, 2.0, 6.0), _round(1.0, 0.5, 3.0, 3.0),
+                                     _round(4.0, 4.0, 2.0, 2.0)])
+  assert result["images_per_sec"] == 4.0 and result["step_time_s"] == 2.0
+  assert result["mfu"] == pytest.approx(0.4)
+  assert result["cpu_seconds_per_step"] == 2.0
+  peer = result["peers"]["p"]
+  assert peer["images_per_sec"] == 2.0 and peer["ratio"] == 2.0 and peer["rounds_ok"] == 3
+  assert peer["cpu_time_ratio"] == 1.0  # median of 3.0, 1.0 and 1.0
+  assert [r["images_per_sec"] for r in result["rounds"]] == [4.0, 1.0, 4.0]
+  # A peer that never ran keeps its skip record and gets no ratio.
+  skipped = benchmark.combine_rounds([_round(4.0, None, status="skipped")])
+  assert skipped["peers"]["p"] == {"peer": "p", "status": "skipped"}
+  with pytest.raises(ValueError, match="no rounds"):
+    benchmark.combine_rounds([])
 
 
 def test_xla_flags_per_platform():
