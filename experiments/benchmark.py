@@ -68,6 +68,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("warmup", 3, "Untimed steps after the first one.")
   flags.DEFINE_bool("sync_batch_stats", True, "Synchronise BatchNorm statistics across devices (the default recipe).")
   flags.DEFINE_list("peers", [], "Peers to run side by side: any of keras, torch_eager, torch_compile, torch_cifar.")
+  flags.DEFINE_integer("rounds", 1, "Repeat (ours, then each peer) this many times; report medians and the median "
+                       "of the per-round ratios (pairs measured minutes apart share a shared machine's load).")
   flags.DEFINE_integer("peer_timeout", 3600, "Seconds before a peer process is abandoned.")
   flags.DEFINE_string("out", None, "JSON result path. Default: benchmarks/<device>_<model>_b<batch>_<dtype>.json.")
   flags.DEFINE_string("compilation_cache_dir", None,
@@ -554,17 +556,47 @@ def measure(workload: Workload, *, steps: int, windows: int, warmup: int, cache_
   }
 
 
-def add_ratios(result: dict) -> None:
-  """Our images/s over each measured peer's (`ratio`), and the same from CPU seconds per step (`cpu_time_ratio`).
+def combine_rounds(rounds: Sequence[dict]) -> dict:
+  """One result from rounds of {'ours': measure result, 'peers': {name: peer result}}.
 
-  The CPU-time ratio is only a cross-check on a loaded CPU machine: runtimes that spin while waiting (OpenMP,
-  Eigen) charge that spinning to the process, so it favours whichever side spins less.
+  Throughputs are medians over rounds. A peer's `ratio` is the median of the per-round ratios of our images/s to
+  its images/s, so each ratio compares two measurements taken minutes apart; `cpu_time_ratio` is the same from CPU
+  seconds per step, a cross-check on a loaded CPU machine (runtimes that spin while waiting, like OpenMP and Eigen,
+  charge the spinning to the process, which favours whichever side spins less).
   """
-  for peer in result["peers"].values():
-    if peer.get("status") == "ok" and peer.get("images_per_sec"):
-      peer["ratio"] = result["images_per_sec"] / peer["images_per_sec"]
-      if peer.get("cpu_seconds_per_step") and result.get("cpu_seconds_per_step"):
-        peer["cpu_time_ratio"] = peer["cpu_seconds_per_step"] / result["cpu_seconds_per_step"]
+  if not rounds:
+    raise ValueError("no rounds to combine")
+  ours = [r["ours"] for r in rounds]
+  result = json.loads(json.dumps(ours[0]))  # a deep copy of the first round's full record
+  images_per_sec = statistics.median(o["images_per_sec"] for o in ours)
+  result["images_per_sec"] = images_per_sec
+  result["step_time_s"] = result["workload"]["batch"] / images_per_sec
+  result["cpu_seconds_per_step"] = statistics.median(o["cpu_seconds_per_step"] for o in ours)
+  if result.get("mfu"):
+    result["mfu"] *= images_per_sec / ours[0]["images_per_sec"]
+  result["rounds"] = [{"images_per_sec": r["ours"]["images_per_sec"],
+                       "cpu_seconds_per_step": r["ours"]["cpu_seconds_per_step"],
+                       "loadavg_start": r["ours"]["loadavg"]["start"],
+                       "peers": {n: p.get("images_per_sec") for n, p in r["peers"].items()}} for r in rounds]
+  result["peers"] = {}
+  for name in rounds[0]["peers"]:
+    runs = [(r["ours"], r["peers"][name]) for r in rounds]
+    ok = [(o, p) for o, p in runs if p.get("status") == "ok" and p.get("images_per_sec")]
+    if not ok:
+      result["peers"][name] = runs[0][1]
+      continue
+    peer = json.loads(json.dumps(ok[0][1]))
+    peer["images_per_sec"] = statistics.median(p["images_per_sec"] for _, p in ok)
+    peer["step_time_s"] = result["workload"]["batch"] / peer["images_per_sec"]
+    peer["ratio"] = statistics.median(o["images_per_sec"] / p["images_per_sec"] for o, p in ok)
+    cpu = [(o, p) for o, p in ok if p.get("cpu_seconds_per_step") and o.get("cpu_seconds_per_step")]
+    if cpu:
+      peer["cpu_seconds_per_step"] = statistics.median(p["cpu_seconds_per_step"] for _, p in cpu)
+      peer["cpu_time_ratio"] = statistics.median(p["cpu_seconds_per_step"] / o["cpu_seconds_per_step"]
+                                                 for o, p in cpu)
+    peer["rounds_ok"] = len(ok)
+    result["peers"][name] = peer
+  return result
 
 
 def summary(result: dict) -> str:
@@ -580,6 +612,9 @@ def summary(result: dict) -> str:
       (f", warm relaunch {c['warm']['total_s']:.2f} s (trace+lower {c['warm']['lower_s']:.2f} s)"
        if "warm" in c else ""),
   ]
+  if len(result.get("rounds", ())) > 1:
+    per_round = ", ".join(f"{r['images_per_sec']:.2f}" for r in result["rounds"])
+    lines.append(f"  {len(result['rounds'])} rounds, medians below; ours per round: {per_round} images/s")
   for name, peer in result.get("peers", {}).items():
     if peer.get("status") == "ok":
       cpu = (f"  (CPU {peer['cpu_seconds_per_step']:.2f} s/step, ratio {peer['cpu_time_ratio']:.2f}x)"
@@ -624,24 +659,30 @@ def main(argv):
   # holds accelerator memory or threads while another is measured (JAX reserves most of a GPU's memory).
   platform_name = probe_platform()
   configure_xla(xla_flags_for(platform_name, FLAGS.platform_xla_flags, FLAGS.extra_xla_flags))
+  if FLAGS.rounds < 1:
+    raise ValueError(f"--rounds must be at least 1, got {FLAGS.rounds}")
   fresh_cache = FLAGS.compilation_cache_dir is None
   cache_dir = tempfile.mkdtemp(prefix="resnet_jax_xla_cache_") if fresh_cache else FLAGS.compilation_cache_dir
-  result = run_child("measure", [*_measure_flags(FLAGS), f"--compilation_cache_dir={cache_dir}"],
+  windows, window = timing_plan(FLAGS.steps, FLAGS.windows)
+  rounds, warm = [], None
+  for index in range(FLAGS.rounds):
+    ours = run_child("measure", [*_measure_flags(FLAGS), f"--compilation_cache_dir={cache_dir}"],
                      timeout=FLAGS.peer_timeout)
+    workload = Workload(**{f.name: ours["workload"][f.name] for f in dataclasses.fields(Workload)})
+    if index == 0 and FLAGS.warm_compile:
+      warm = run_child("compile", [*workload.flags(), f"--compilation_cache_dir={cache_dir}"],
+                       timeout=FLAGS.peer_timeout)
+    peers = {name: run_peer(name, workload, platform_name=platform_name, warmup=FLAGS.warmup, windows=windows,
+                            window=window, timeout=FLAGS.peer_timeout) for name in FLAGS.peers}
+    rounds.append({"ours": ours, "peers": peers})
+
+  result = combine_rounds(rounds)  # the first round's record, with medians over rounds
   result["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   result["command"] = shlex.join(["python", "-m", "experiments.benchmark", *sys.argv[1:]])
+  result["timing"]["measure_process_wall_s"] = result.pop("process_wall_s")
   result["compile"]["cache_was_empty"] = fresh_cache
-  workload = Workload(**{f.name: result["workload"][f.name] for f in dataclasses.fields(Workload)})
-  if FLAGS.warm_compile:
-    warm = run_child("compile", [*workload.flags(), f"--compilation_cache_dir={cache_dir}"],
-                     timeout=FLAGS.peer_timeout)
+  if warm:
     result["compile"]["warm"] = {**warm["compile"], "process_wall_s": warm["process_wall_s"]}
-  windows, window = timing_plan(FLAGS.steps, FLAGS.windows)
-  result["peers"] = {}
-  for name in FLAGS.peers:
-    result["peers"][name] = run_peer(name, workload, platform_name=platform_name, warmup=FLAGS.warmup,
-                                     windows=windows, window=window, timeout=FLAGS.peer_timeout)
-  add_ratios(result)
   result["loadavg"]["after_peers"] = list(os.getloadavg())
   if fresh_cache:
     shutil.rmtree(cache_dir, ignore_errors=True)
