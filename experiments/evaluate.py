@@ -10,6 +10,7 @@ from absl import flags
 flags.DEFINE_string("workdir", None, "Workdir of a training run (required).")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest complete one).")
 flags.DEFINE_string("split", None, "Evaluate on this TFDS split instead of the run's config.data.eval_split.")
+flags.DEFINE_bool("library_logs", False, "Also show the INFO lines of Orbax, TFDS and JAX (warnings always show).")
 FLAGS = flags.FLAGS
 
 
@@ -17,10 +18,14 @@ def main(argv):
   del argv
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required: the workdir of a training run")
-  from resnet_jax import distributed, reporting, train  # pylint: disable=g-import-not-at-top
+  from resnet_jax import distributed, reporting, xla_flags  # pylint: disable=g-import-not-at-top
 
-  distributed.hide_accelerators_from_tensorflow()
+  if not FLAGS.library_logs:
+    reporting.quiet_library_logs()
   config = reporting.load_config(FLAGS.workdir)
+  xla_flags.apply(config.get("platform_xla_flags", True))  # As the run was trained; before any backend starts.
+  distributed.hide_accelerators_from_tensorflow()
+  from resnet_jax import train  # pylint: disable=g-import-not-at-top
   if FLAGS.split:
     config.data.eval_split = FLAGS.split
   results = train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step)

@@ -15,6 +15,7 @@ from absl import flags
 
 flags.DEFINE_string("workdir", None, "A training run's directory (holds config.json and checkpoints/).")
 flags.DEFINE_integer("step", None, "Checkpoint step to study; default: the latest.")
+flags.DEFINE_bool("library_logs", False, "Also show the INFO lines of Orbax, TFDS and JAX (warnings always show).")
 FLAGS = flags.FLAGS
 
 
@@ -31,8 +32,11 @@ def main(argv):
   except ValueError as error:
     sys.exit(f"lesion: {error}")  # A refusal, not a crash: the reason without a traceback.
 
-  from resnet_jax import distributed  # pylint: disable=g-import-not-at-top
+  from resnet_jax import distributed, reporting, xla_flags  # pylint: disable=g-import-not-at-top
 
+  if not FLAGS.library_logs:
+    reporting.quiet_library_logs()
+  xla_flags.apply(config.get("platform_xla_flags", True))  # As the run was trained; before any backend starts.
   distributed.hide_accelerators_from_tensorflow()
   result = sweep.lesion_study(config, FLAGS.workdir, step=FLAGS.step)
   for path in sweep.write_lesion(FLAGS.workdir, result):

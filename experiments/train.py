@@ -9,13 +9,10 @@ and a CIFAR-style ResNet-20, into runs/demo.
 
 Rerunning a command with the same --workdir resumes from its latest checkpoint.
 """
-import importlib.util
-import logging
 import os
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,27 +24,6 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for mu
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 flags.DEFINE_bool("library_logs", False, "Also show the INFO lines of Orbax, TFDS and JAX (warnings always show).")
-
-# Libraries whose INFO lines (every checkpoint step, every dataset lookup) bury the training log.
-_CHATTY = ("orbax", "tensorflow_datasets", "jax")
-
-
-class _QuietLibraries(logging.Filter):
-  """Drops INFO and DEBUG records emitted from files of the `_CHATTY` packages."""
-
-  def __init__(self):
-    super().__init__()
-    self.prefixes = tuple(os.path.join(location, "") for name in _CHATTY
-                          for location in _package_locations(name))
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or not record.pathname.startswith(self.prefixes)
-
-
-def _package_locations(name: str) -> list[str]:
-  spec = importlib.util.find_spec(name)
-  return list(spec.submodule_search_locations or []) if spec else []
-
 
 _UNSET: list[str] = []  # Config fields set to None on the command line (see parse_flags).
 
@@ -82,11 +58,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   apply_unset(flags.FLAGS.config)
-  if not flags.FLAGS.library_logs:
-    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   from resnet_jax import distributed  # pylint: disable=g-import-not-at-top
+  from resnet_jax import reporting  # pylint: disable=g-import-not-at-top
   from resnet_jax import xla_flags  # pylint: disable=g-import-not-at-top
 
+  if not flags.FLAGS.library_logs:
+    reporting.quiet_library_logs()
   xla_flags.apply(flags.FLAGS.config.get("platform_xla_flags", True))  # before any backend starts
   distributed.hide_accelerators_from_tensorflow()
   launch = distributed.detect(os.environ, coordinator_address=flags.FLAGS.coordinator_address,

@@ -15,7 +15,9 @@ call them unconditionally.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
 import os
 import time
@@ -612,3 +614,32 @@ class ProfileWindow:
       self.active = False
       # One trace per run: a later step() past the window must not start another.
       self.enabled = False
+
+
+# -- Console --------------------------------------------------------------------------------------------------------
+
+# Libraries whose INFO lines (every checkpoint step, every dataset lookup) bury a script's own output.
+CHATTY_LIBRARIES = ("orbax", "tensorflow_datasets", "jax")
+
+
+class _QuietLibraries(logging.Filter):
+  """Drops INFO and DEBUG records emitted from files of the `CHATTY_LIBRARIES` packages."""
+
+  def __init__(self):
+    super().__init__()
+    self.prefixes = tuple(os.path.join(location, "") for name in CHATTY_LIBRARIES
+                          for location in _package_locations(name))
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.pathname.startswith(self.prefixes)
+
+
+def _package_locations(name: str) -> list[str]:
+  spec = importlib.util.find_spec(name)
+  return list(spec.submodule_search_locations or []) if spec else []
+
+
+def quiet_library_logs() -> None:
+  """Keeps the INFO lines of Orbax, TFDS and JAX off absl's console handler (warnings and errors still show)."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())

@@ -19,7 +19,16 @@ def test_registered_with_ten_classes_and_configs():
   assert "shapes" in tfds.list_builders(with_community_datasets=False)
   assert len(shapes.CLASS_NAMES) == 10
   assert {"circle", "square", "triangle"} <= set(shapes.CLASS_NAMES)
-  assert {c.name for c in shapes.BUILDER_CONFIGS} >= {"default", "small", "hard"}
+  assert {c.name for c in shapes.BUILDER_CONFIGS} >= {"default", "small", "hard", "large", "px16"}
+
+
+def test_every_builder_config_draws_at_its_size():
+  for config in shapes.BUILDER_CONFIGS:
+    images, labels = shapes.generate(config, "test", 0, 20)
+    size = config.image_size
+    assert images.shape == (20, size, size, 3) and images.dtype == np.uint8, config.name
+    assert np.bincount(labels, minlength=10).tolist() == [2] * 10, config.name
+    assert images.std() > 20, config.name  # Drawn, not blank.
 
 
 def test_generate_is_deterministic_balanced_and_seeded():

@@ -52,6 +52,18 @@ def test_trains_and_logs_consistently(tmp_path, shapes_data_dir, xla_cache_dir):
   assert train_lines[-1]["loss"] < 0.9 * train_lines[0]["loss"], train_lines
 
 
+def test_built_in_dataset_is_generated_on_first_use(tmp_path, xla_cache_dir):
+  """A run on `shapes/<config>` with an empty data dir generates that builder config, then trains."""
+  data_dir = tmp_path / "data"
+  config = tiny_config(str(data_dir), xla_cache_dir, num_steps=2, **{
+      "data.name": "shapes/small", "data.builder_config": None, "checkpoint_every_steps": 2})
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert (data_dir / "shapes" / "small" / "1.0.0" / "dataset_info.json").exists()
+  assert 0.0 <= results["top1"] <= 1.0, results
+  with open(tmp_path / "run" / "done.json") as f:
+    assert json.load(f)["step"] == 2
+
+
 @pytest.mark.slow
 def test_learns_the_built_in_dataset(tmp_path, shapes_data_dir, xla_cache_dir):
   """About 38k training images: far above chance (10 %) on the test split. Minutes on 2 cores."""

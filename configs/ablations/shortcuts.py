@@ -3,4 +3,5 @@
 """
 CONFIG = "configs/shapes.py"
 GRID = "depth=20,56 shortcut=none,A,B,C"
-FLAGS = ("--config.num_epochs=1", "--config.eval_every_epochs=None", "--config.eval_every_steps=130")
+FLAGS = ("--config.data.name=shapes/px16", "--config.data.image_size=16", "--config.num_epochs=4",
+         "--config.eval_every_epochs=None", "--config.eval_every_steps=195")

@@ -72,8 +72,11 @@ BUILDER_CONFIGS = (
     ShapesConfig(name="hard", radius_range=(0.16, 0.36), min_contrast=0.2, num_lines=6, num_dots=8,
                  num_occluders=2, gradient=0.5, noise_std=0.1,
                  description="32x32, 50k / 10k, smaller shapes, lower contrast, more clutter (some over the shape) "
-                             "and noise: for depth and shortcut ablations."),
+                             "and noise."),
     ShapesConfig(name="large", image_size=64, description="64x64, 50k / 10k, default difficulty."),
+    ShapesConfig(name="px16", image_size=16,
+                 description="16x16, 50k / 10k, the default's drawing parameters (shapes of 4-7 pixels radius, slower "
+                             "to learn): a quarter of the compute per image, for depth ablations on a CPU."),
 )
 
 
