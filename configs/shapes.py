@@ -8,6 +8,8 @@ accuracy after 975 steps (2.5 epochs), 8 min 29 s for the whole command, 26 s of
 The dataset is generated and prepared on first use into the TFDS data dir. Arguments as in cifar10.py
 (`configs/shapes.py:depth=56,shortcut=none`).
 """
+from ml_collections.config_dict import placeholder
+
 from configs import cifar10
 
 
@@ -16,6 +18,7 @@ def get_config(args: str | None = None):
   config = cifar10.get_config(args)
   config.data.name = "shapes"
   config.data.eval_split = "test"
+  config.data.image_size = placeholder(int)  # None: the stored size (32; 16 for shapes/px16, 64 for shapes/large).
   config.data.shuffle_buffer = 10_000
 
   config.batch_size = 128

@@ -211,7 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   replicated = parallel.ShardMap(mesh).replicated
 
   # -- Input pipeline, model, optimizer, initial state ---------------------------------------------------------------
-  if config.data.name.split("/")[0] == "shapes":  # Built in: generated on first use (no download; about a minute).
+  # The built-in dataset (any of its builder configs) is generated on first use: no download, about a minute.
+  if config.data.name.split("/")[0].split(":")[0] == "shapes":
     data.prepare(config.data.name, builder_config=config.data.builder_config, data_dir=config.data.data_dir)
   parts = build(config, data.info(config.data))
   plan, tx = parts.plan, parts.tx
