@@ -13,33 +13,24 @@ All other configs import this one and override a few fields.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from resnet_jax import models
+
 
 def get_config():
   """Returns the base configuration; every field is documented inline."""
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds parameter init, dropout and the data order.
 
-  config.model = ml_collections.ConfigDict()
-  config.model.name = "resnet50"  # One of resnet_jax.models.names().
-  config.model.depth = placeholder(int)  # If set, replaces the name's depth (cifar_resnet20 -> 56): for sweeps.
-  # Knob overrides handed to models.create; None keeps the model's own default.
-  config.model.variant = placeholder(str)  # 'v1', 'v1.5', 'preact'.
-  config.model.shortcut = placeholder(str)  # 'A', 'B', 'C', 'none'.
-  config.model.zero_init_residual = placeholder(bool)  # Last BN scale = 0.
-  config.model.stem_pool = placeholder(str)  # 'max', 'avg', 'none'.
-  config.model.global_pool = placeholder(str)  # 'avg', 'max', 'flatten'.
-  config.model.head = placeholder(str)  # 'dense', 'conv', 'mlp'.
-  config.model.head_hidden = placeholder(tuple)  # MLP widths, e.g. (4096, 4096).
-  config.model.dropout = placeholder(float)  # Dropout before the classifier.
-  config.model.activation = placeholder(str)  # 'relu', 'tanh', 'sigmoid', ...
-  config.model.width = placeholder(float)  # Width multiplier.
-  config.model.bn_momentum = placeholder(float)  # BatchNorm momentum.
-  config.model.bn_epsilon = placeholder(float)  # BatchNorm epsilon.
-  config.model.drop_blocks = placeholder(tuple)  # Lesion: blocks to skip.
+  # Every knob of resnet_jax.models.ResNet that a config sets, declared and documented there (docs/models.md has
+  # the table); None keeps the model's default. The compute dtype is `config.dtype`, and BatchNorm's cross-device
+  # axis follows `config.sync_batch_stats`.
+  config.model = ml_collections.ConfigDict(
+      {name: placeholder(spec["config_type"]) for name, spec in models.knob_specs().items() if not spec["set_by"]})
+  config.model.name = "resnet50"  # One of resnet_jax.models.names(): the network, depth included.
 
   config.dtype = "bfloat16"  # Compute dtype; parameters and BatchNorm statistics stay float32.
 
-  config.data = ml_collections.ConfigDict()
+  config.data = ml_collections.ConfigDict()  # The dataset and its input pipeline.
   config.data.name = "imagenet2012"  # A TFDS name, 'shapes' (built in) or 'synthetic' (on device, no TF).
   config.data.builder_config = placeholder(str)  # TFDS builder config.
   config.data.data_dir = placeholder(str)  # TFDS data dir; None = default.
@@ -59,20 +50,23 @@ def get_config():
   config.num_epochs = 90.0  # Set this or num_steps.
   config.num_steps = placeholder(int)  # Set this or num_epochs.
 
-  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer = ml_collections.ConfigDict()  # What turns gradients into updates.
   config.optimizer.name = "sgd"  # 'sgd', 'lars', 'adamw', 'lamb'.
-  config.optimizer.momentum = 0.9  # SGD / LARS momentum (beta1 for Adam-type).
-  config.optimizer.nesterov = True  # Nesterov momentum for SGD.
+  config.optimizer.momentum = 0.9  # SGD / LARS momentum (beta1 for Adam-type); 0 for plain SGD.
+  config.optimizer.nesterov = True  # Nesterov momentum for SGD and LARS.
+  config.optimizer.b2 = 0.999  # AdamW / LAMB second-moment decay.
+  config.optimizer.eps = placeholder(float)  # AdamW / LAMB epsilon; None: their papers' 1e-8 (AdamW), 1e-6 (LAMB).
+  config.optimizer.trust_coefficient = 0.001  # LARS trust coefficient (You et al. 2017).
   config.optimizer.weight_decay = 1e-4  # Applied to kernels only, never to BatchNorm or biases.
   config.optimizer.grad_clip_norm = placeholder(float)  # Global-norm clip.
   config.optimizer.ema_decay = placeholder(float)  # EMA of params for eval.
 
-  config.schedule = ml_collections.ConfigDict()
+  config.schedule = ml_collections.ConfigDict()  # The learning rate over the run.
   config.schedule.name = "cosine"  # 'cosine', 'step', 'polynomial', 'constant'.
   config.schedule.base_lr = 0.1  # Learning rate per `reference_batch` images (linear scaling rule).
   config.schedule.reference_batch = 256  # lr = base_lr * batch_size / reference_batch.
   config.schedule.warmup_epochs = 5.0  # Or warmup_steps.
-  config.schedule.warmup_steps = placeholder(int)
+  config.schedule.warmup_steps = placeholder(int)  # Or warmup_epochs.
   config.schedule.boundaries_epochs = placeholder(tuple)  # 'step' schedule.
   config.schedule.boundaries_steps = placeholder(tuple)  # 'step' schedule.
   config.schedule.decay_factor = 0.1  # 'step' schedule multiplier at each boundary.
@@ -85,8 +79,9 @@ def get_config():
 
   config.log_every_steps = 100  # Console / metrics.jsonl / TensorBoard training lines.
   config.eval_every_steps = placeholder(int)  # Or eval_every_epochs.
-  config.eval_every_epochs = 1.0
+  config.eval_every_epochs = 1.0  # Or eval_every_steps.
   config.checkpoint_every_steps = 1000  # Asynchronous Orbax saves (also at the end and on preemption).
+  config.checkpoint_every_epochs = placeholder(float)  # Or checkpoint_every_steps.
   config.keep_checkpoints = 3  # Keep the last K checkpoints.
   config.keep_checkpoint_every_steps = placeholder(int)  # Also keep every M.
 

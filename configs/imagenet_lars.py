@@ -21,7 +21,6 @@ def get_config():
   config.schedule.name = "polynomial"
   config.schedule.base_lr = 0.585  # ~9.5 at batch 4096 after the linear scaling rule.
   config.schedule.warmup_epochs = 2.0
-  config.schedule.power = 2.0
   config.schedule.end_lr = 1e-4
   config.eval_every_epochs = 4.0
   return config

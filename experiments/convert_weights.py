@@ -8,13 +8,14 @@ r"""Converts published ResNet weights into a checkpoint that `--config.init_from
       --out=weights/tv_resnet50
 
 The script prints the --config flags that build the matching network. A fine-tuning run with another class count
-gets a freshly initialised head (resnet_jax.checkpoint.merge_for_finetune); add --config.freeze_backbone=True for a
+gets a freshly initialised head (resnet_jax.finetune.merge_for_finetune); add --config.freeze_backbone=True for a
 linear probe.
 """
 import os
 
-from absl import app
-from absl import flags
+from absl import app, flags
+
+from resnet_jax import startup
 
 flags.DEFINE_enum("from", None, ["keras", "torchvision"], "Where the weights come from (required).")
 flags.DEFINE_string("out", None, "Directory to write the converted weights to (required).")
@@ -34,64 +35,6 @@ flags.DEFINE_string("torchvision_weights", None, "torchvision only, without --st
 FLAGS = flags.FLAGS
 
 
-def keras_variables(weights, num_classes: int) -> dict:
-  """Variables of our v1 ResNet-50 from keras.applications.ResNet50 with `weights` (file, 'imagenet' or None)."""
-  if weights not in (None, "imagenet") and not os.path.isfile(weights):
-    raise ValueError(f"--keras_weights={weights}: no such file; give a Keras ResNet50 weights file, 'imagenet', or "
-                     "nothing (random weights).")
-  os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # Keep Keras off JAX: it only hands over arrays here.
-  import keras  # pylint: disable=g-import-not-at-top
-  from resnet_jax import weights as weights_lib  # pylint: disable=g-import-not-at-top
-
-  model = keras.applications.ResNet50(weights=weights, classes=num_classes, classifier_activation=None)
-  return weights_lib.from_keras_resnet50(model)
-
-
-def _unwrap(state) -> dict:
-  """The state_dict inside what torch.load returned: a bare state_dict, or a training checkpoint holding one."""
-  if not isinstance(state, dict):
-    raise ValueError(f"--state_dict holds a {type(state).__name__}, not a state_dict; save it with "
-                     "torch.save(model.state_dict(), FILE).")
-  for key in ("state_dict", "model"):
-    if "fc.weight" not in state and isinstance(state.get(key), dict):
-      state = state[key]
-  # nn.DataParallel / DistributedDataParallel prefix every key with 'module.'.
-  return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def torchvision_variables(name: str, state_dict_file, weights_name) -> dict:
-  """Variables of our v1.5 network `name` from a saved torchvision state_dict, or from torchvision itself."""
-  from resnet_jax import weights as weights_lib  # pylint: disable=g-import-not-at-top
-
-  if name not in weights_lib.TORCHVISION_NAMES:
-    raise ValueError(f"--model={name}: choose one of {list(weights_lib.TORCHVISION_NAMES)}.")
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as error:
-    raise ImportError("--from=torchvision needs PyTorch: pip install torch (and torchvision to build the network "
-                      "without --state_dict), or convert Keras weights with --from=keras.") from error
-  if state_dict_file is not None:
-    if not os.path.isfile(state_dict_file):
-      raise ValueError(f"--state_dict={state_dict_file}: no such file.")
-    state = _unwrap(torch.load(state_dict_file, map_location="cpu", weights_only=True))
-  else:
-    try:
-      import torchvision  # pylint: disable=g-import-not-at-top
-    except ImportError as error:
-      raise ImportError("Without --state_dict the network is built by torchvision, which is not installed: pip "
-                        "install torchvision, or pass --state_dict=FILE.") from error
-    state = torchvision.models.get_model(name, weights=weights_name).state_dict()
-  return weights_lib.from_torchvision(state, name)
-
-
-def model_flags(source: str, name: str) -> str:
-  """The --config flags of the network the converted weights fit."""
-  from resnet_jax import weights as weights_lib  # pylint: disable=g-import-not-at-top
-
-  knobs = weights_lib.KERAS_RESNET50_KNOBS if source == "keras" else {}
-  return " ".join([f"--config.model.name={name}", *(f"--config.model.{k}={v}" for k, v in knobs.items())])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -101,21 +44,13 @@ def main(argv):
   source = FLAGS["from"].value
   if os.path.exists(FLAGS.out) and not FLAGS.overwrite:  # Checked before minutes of building the network.
     raise app.UsageError(f"--out={FLAGS.out} exists; pass --overwrite or choose another directory.")
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from resnet_jax import checkpoint, distributed  # pylint: disable=g-import-not-at-top
+  startup.prepare_process()
+  from resnet_jax import weights  # pylint: disable=g-import-not-at-top
 
-  distributed.hide_accelerators_from_tensorflow()
-  if source == "keras":
-    name, variables = "resnet50", keras_variables(FLAGS.keras_weights, FLAGS.num_classes)
-  else:
-    name, variables = FLAGS.model, torchvision_variables(FLAGS.model, FLAGS.state_dict, FLAGS.torchvision_weights)
-  checkpoint.save_params(FLAGS.out, variables, overwrite=FLAGS.overwrite)
-  count = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
-  classes = np.shape(variables["params"]["head"]["dense"]["kernel"])[-1]
-  print(f"Wrote {name} ({count:,} parameters, {classes} classes) from {source} to {FLAGS.out}.")
-  print(f"Fine-tune from it with: {model_flags(source, name)} --config.init_from={FLAGS.out}")
+  print(weights.convert(source, FLAGS.out, overwrite=FLAGS.overwrite, keras_weights=FLAGS.keras_weights,
+                        num_classes=FLAGS.num_classes, model=FLAGS.model, state_dict=FLAGS.state_dict,
+                        torchvision_weights=FLAGS.torchvision_weights))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  startup.run(main)

@@ -9,10 +9,9 @@ For ImageNet, DIR must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar 
 TFDS's own `imagenet2012` builder reads them (labels in its synset order, validation labels from the file it
 ships).
 """
-from absl import app
-from absl import flags
+from absl import app, flags
 
-from resnet_jax import data
+from resnet_jax import data, startup
 
 _DATASET = flags.DEFINE_string("dataset", None, "TFDS name: shapes, imagenet2012, cifar10, ... (or name/config).")
 _BUILDER_CONFIG = flags.DEFINE_string("builder_config", None, "TFDS builder config, e.g. small or hard for shapes.")
@@ -23,6 +22,9 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Directory with manually d
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not _DATASET.value:
+    raise app.UsageError("--dataset is required: a TFDS name such as shapes, cifar10 or imagenet2012")
+  startup.prepare_process()
   builder = data.prepare(_DATASET.value, builder_config=_BUILDER_CONFIG.value, data_dir=_DATA_DIR.value,
                          manual_dir=_MANUAL_DIR.value)
   for name, split in sorted(builder.info.splits.items()):
@@ -31,5 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("dataset")
-  app.run(main)
+  startup.run(main)

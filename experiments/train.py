@@ -4,76 +4,56 @@ With no flags it runs the demo: the built-in `shapes` dataset (generated and pre
 and a CIFAR-style ResNet-20, into runs/demo.
 
   python -m experiments.train                                     # the demo
-  python -m experiments.train --config=configs/cifar10.py:depth=56,shortcut=none --workdir=runs/plain56
+  python -m experiments.train --config=configs/cifar10.py --config.model.name=cifar_resnet56 \
+      --config.model.shortcut=none --workdir=runs/plain56
   python -m experiments.train --config=configs/default.py --workdir=runs/r50 --config.batch_size=512
 
-Rerunning a command with the same --workdir resumes from its latest checkpoint.
+Any config field is set with --config.key=value (None unsets it). Rerunning a command with the same --workdir
+resumes from its latest checkpoint.
 """
 import os
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+from absl import app, flags
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-config_flags.DEFINE_config_file(
-    "config", os.path.join(_HERE, os.pardir, "configs", "shapes.py"), "Training configuration file.",
-    lock_config=True)
-flags.DEFINE_string("workdir", "runs/demo", "Directory for checkpoints, metrics and TensorBoard files.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
-flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
-flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-flags.DEFINE_bool("library_logs", False, "Also show the INFO lines of Orbax, TFDS and JAX (warnings always show).")
+from resnet_jax import config as config_lib
+from resnet_jax import startup
 
-_UNSET: list[str] = []  # Config fields set to None on the command line (see parse_flags).
+_CONFIG = flags.DEFINE_string(
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "shapes.py"),
+    "Config file (configs/*.py); set any of its fields with --config.key=value.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Directory for checkpoints, metrics and TensorBoard files.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+
+_OVERRIDES: list[str] = []  # The --config.key=value arguments, resolved by resnet_jax.config in main.
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags, accepting `--config.FIELD=None` for typed fields (ml_collections' parser would reject it).
-
-  Recipes set durations as epochs or as steps; switching a run to the other unit means unsetting one field,
-  e.g. `--config.num_epochs=None --config.num_steps=500`.
-  """
-  keep = []
-  for arg in argv:
-    key, sep, value = arg.partition("=")
-    if sep and value == "None" and key.startswith("--config."):
-      _UNSET.append(key[len("--config."):])
-    else:
-      keep.append(arg)
-  return flags.FLAGS(keep)
-
-
-def apply_unset(config) -> None:
-  from resnet_jax import sweep  # pylint: disable=g-import-not-at-top
-
-  for path in _UNSET:
-    try:
-      sweep.unset_field(config, path)
-    except KeyError:
-      raise app.UsageError(f"--config.{path}=None: the config has no field {path!r}") from None
+  """Parses the script's flags; the config overrides are kept for `resnet_jax.config.resolve`."""
+  rest, overrides = config_lib.split_overrides(argv)
+  _OVERRIDES[:] = overrides
+  return flags.FLAGS(rest)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  apply_unset(flags.FLAGS.config)
-  from resnet_jax import distributed  # pylint: disable=g-import-not-at-top
-  from resnet_jax import reporting  # pylint: disable=g-import-not-at-top
-  from resnet_jax import xla_flags  # pylint: disable=g-import-not-at-top
+  config = config_lib.resolve(_CONFIG.value, _OVERRIDES)
+  workdir = _WORKDIR.value
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is a file; give a directory (it is created if missing)")
+  startup.prepare_process(config.platform_xla_flags)  # Before anything touches a JAX device.
+  from resnet_jax import distributed
 
-  if not flags.FLAGS.library_logs:
-    reporting.quiet_library_logs()
-  xla_flags.apply(flags.FLAGS.config.get("platform_xla_flags", True))  # before any backend starts
-  distributed.hide_accelerators_from_tensorflow()
-  launch = distributed.detect(os.environ, coordinator_address=flags.FLAGS.coordinator_address,
-                              num_processes=flags.FLAGS.num_processes, process_id=flags.FLAGS.process_id)
+  launch = distributed.detect(os.environ, coordinator_address=_COORDINATOR.value,
+                              num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   distributed.initialize(launch)
   distributed.log_topology(launch)
+  from resnet_jax import train
 
-  from resnet_jax import train  # pylint: disable=g-import-not-at-top
-  train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  train.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  startup.run(main, flags_parser=parse_flags)

@@ -1,4 +1,4 @@
-"""Checkpoints: Orbax saves and restores, retention, preemption, and weights for fine-tuning.
+"""Checkpoints: Orbax saves and restores of a run's train state, retention, and preemption.
 
 A run's checkpoint directory (by convention `<workdir>/checkpoints`, see `SUBDIR`) holds one directory per
 committed step::
@@ -35,42 +35,44 @@ step and returns. A run of several processes must stop at the same step on every
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 import json
 import os
 import re
 import signal
 import threading
+from collections.abc import Mapping
 from typing import Any
 
-from absl import logging
-from etils import epath
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-# Conventional checkpoint directory inside a workdir; `load_params` also accepts the workdir itself.
-SUBDIR = 'checkpoints'
+from resnet_jax import files
+
+# Conventional checkpoint directory inside a workdir (resnet_jax.files.CHECKPOINT_DIR).
+SUBDIR = files.CHECKPOINT_DIR
 # Items of one checkpoint step.
-STATE = 'state'
-META = 'meta'
+STATE = "state"
+META = "meta"
 # Orbax writes these into a step directory before committing it; a step without them is incomplete.
 COMMIT_MARKER = ocp.path.atomicity.COMMIT_SUCCESS_FILE
-STEP_METADATA = '_CHECKPOINT_METADATA'
+STEP_METADATA = "_CHECKPOINT_METADATA"
 # Orbax's prefix-free step names ('0', '1200'); anything else (temporary or set-aside directories) is no step.
-_STEP_NAME = re.compile(r'^(0|[1-9]\d*)$')
+_STEP_NAME = re.compile(r"^(0|[1-9]\d*)$")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Finding complete checkpoints on disk.
 
 
-def _as_path(directory: os.PathLike | str) -> epath.Path:
+def as_path(directory: os.PathLike | str) -> epath.Path:
   """An epath for `directory`; local paths are made absolute so the run does not depend on the cwd."""
   directory = os.fspath(directory)
-  if '://' not in directory:
+  if "://" not in directory:
     directory = os.path.abspath(directory)
   return epath.Path(directory)
 
@@ -87,7 +89,7 @@ def complete_steps(directory: os.PathLike | str) -> list[int]:
   Temporary (`<step>.orbax-checkpoint-tmp`) and incomplete step directories are left out. This reads the
   disk, so a save still in flight is not listed until it has been committed.
   """
-  directory = _as_path(directory)
+  directory = as_path(directory)
   if not directory.is_dir():
     return []
   return sorted(
@@ -107,12 +109,12 @@ def _set_aside_incomplete(directory: epath.Path) -> None:
     return
   for child in directory.iterdir():
     if _STEP_NAME.match(child.name) and child.is_dir() and not is_complete(child):
-      target = child.parent / f'{child.name}.incomplete'
+      target = child.parent / f"{child.name}.incomplete"
       n = 1
       while target.exists():
-        target = child.parent / f'{child.name}.incomplete-{n}'
+        target = child.parent / f"{child.name}.incomplete-{n}"
         n += 1
-      logging.warning('Checkpoint directory %s was never committed (no %s or %s); renaming it to %s.',
+      logging.warning("Checkpoint directory %s was never committed (no %s or %s); renaming it to %s.",
                       child, COMMIT_MARKER, STEP_METADATA, target.name)
       child.rename(target)
 
@@ -121,9 +123,9 @@ def _set_aside_incomplete(directory: epath.Path) -> None:
 # Comparing a checkpoint's tree with the tree a caller wants.
 
 
-def _key_str(key: Any) -> str:
+def key_str(key: Any) -> str:
   """One path component as it reads in a parameter name."""
-  for attr in ('key', 'name', 'idx'):  # DictKey / FlattenedIndexKey, GetAttrKey, SequenceKey
+  for attr in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey, GetAttrKey, SequenceKey
     if hasattr(key, attr):
       return str(getattr(key, attr))
   return str(key)
@@ -136,12 +138,12 @@ def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
   stores them, so a live train state and a checkpoint's metadata tree compare directly.
   """
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {'/'.join(_key_str(k) for k in path): (_shape(leaf), getattr(leaf, 'dtype', None)) for path, leaf in leaves}
+  return {"/".join(key_str(k) for k in path): (_shape(leaf), getattr(leaf, "dtype", None)) for path, leaf in leaves}
 
 
 def _shape(leaf: Any) -> tuple[int, ...]:
   # Arrays, ShapeDtypeStructs and Orbax's array metadata all have `.shape`; Python scalars do not.
-  return tuple(leaf.shape) if hasattr(leaf, 'shape') else tuple(np.shape(leaf))
+  return tuple(leaf.shape) if hasattr(leaf, "shape") else tuple(np.shape(leaf))
 
 
 def _same_dtype(a: Any, b: Any) -> bool:
@@ -160,34 +162,34 @@ def _check_same_tree(saved: Any, wanted: Any, where: str) -> None:
     if path not in saved_specs:
       raise ValueError(
           f"'{path}' (shape {shape}) is not in the checkpoint {where}. The train state's structure differs "
-          'from the one that was saved: restore with the same model, optimizer and config as the run that '
-          'wrote it.')
+          "from the one that was saved: restore with the same model, optimizer and config as the run that "
+          "wrote it.")
     saved_shape, saved_dtype = saved_specs[path]
     if saved_shape != shape or not _same_dtype(saved_dtype, dtype):
       raise ValueError(
           f"'{path}' has shape {saved_shape} and dtype {saved_dtype} in the checkpoint {where}, but the "
-          f'target has shape {shape} and dtype {dtype}. Restore with the same model and config as the run '
-          'that wrote it (use init_from with merge_for_finetune to change the head).')
+          f"target has shape {shape} and dtype {dtype}. Restore with the same model and config as the run "
+          "that wrote it (use init_from with merge_for_finetune to change the head).")
   extra = [path for path in saved_specs if path not in wanted_specs]
   if extra:
     raise ValueError(
         f"The checkpoint {where} has '{extra[0]}' (shape {saved_specs[extra[0]][0]}), which the target train "
-        f'state lacks ({len(extra)} such leaves). Restore with the same model, optimizer and config as the run '
-        'that wrote it.')
+        f"state lacks ({len(extra)} such leaves). Restore with the same model, optimizer and config as the run "
+        "that wrote it.")
 
 
 def _check_has_shardings(abstract_state: Any) -> None:
   """The target shardings are what makes a restore topology-independent: insist on them."""
   for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
-    if hasattr(leaf, 'shape') and getattr(leaf, 'sharding', None) is None:
-      name = '/'.join(_key_str(k) for k in path)
+    if hasattr(leaf, "shape") and getattr(leaf, "sharding", None) is None:
+      name = "/".join(key_str(k) for k in path)
       raise ValueError(
           f"abstract_state leaf '{name}' has no sharding. Give every leaf its target sharding, e.g. "
-          'jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec)), or jax.eval_shape the '
-          'state initialiser under jit with out_shardings.')
+          "jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec)), or jax.eval_shape the "
+          "state initialiser under jit with out_shardings.")
 
 
-def _state_metadata(step_dir: epath.Path) -> Any:
+def state_metadata(step_dir: epath.Path) -> Any:
   """The tree of the `state` item of a step directory, with shapes and dtypes but no data."""
   return ocp.PyTreeCheckpointHandler().metadata(step_dir / STATE).tree
 
@@ -198,8 +200,8 @@ def _check_json(meta: Mapping[str, Any]) -> dict[str, Any]:
   try:
     json.dumps(dict(meta))
   except TypeError as e:
-    raise ValueError(f'meta must hold only JSON values (int, float, str, list, dict); {e}. Convert numpy or '
-                     'jax scalars with int() / float().') from e
+    raise ValueError(f"meta must hold only JSON values (int, float, str, list, dict); {e}. Convert numpy or "
+                     "jax scalars with int() / float().") from e
   return dict(meta)
 
 
@@ -251,19 +253,19 @@ class Checkpointer:
       ValueError: on non-positive counts, or keep_every_steps not a multiple of save_every_steps.
     """
     if not isinstance(save_every_steps, int) or save_every_steps < 1:
-      raise ValueError(f'save_every_steps must be a positive int, got {save_every_steps!r}.')
+      raise ValueError(f"save_every_steps must be a positive int, got {save_every_steps!r}.")
     if keep is not None and (not isinstance(keep, int) or keep < 1):
-      raise ValueError(f'keep must be a positive int (or None to keep every checkpoint), got {keep!r}.')
+      raise ValueError(f"keep must be a positive int (or None to keep every checkpoint), got {keep!r}.")
     if keep_every_steps is not None and (not isinstance(keep_every_steps, int) or keep_every_steps < 1 or
                                          keep_every_steps % save_every_steps):
-      raise ValueError(f'keep_every_steps must be None or a positive multiple of save_every_steps '
-                       f'({save_every_steps}), got {keep_every_steps!r}; otherwise no saved step is kept.')
-    self._directory = _as_path(directory)
+      raise ValueError(f"keep_every_steps must be None or a positive multiple of save_every_steps "
+                       f"({save_every_steps}), got {keep_every_steps!r}; otherwise no saved step is kept.")
+    self._directory = as_path(directory)
     self._save_every_steps = save_every_steps
     if jax.process_index() == 0:
       _set_aside_incomplete(self._directory)
     if jax.process_count() > 1:
-      multihost_utils.sync_global_devices('resnet_jax.checkpoint.set_aside_incomplete')
+      multihost_utils.sync_global_devices("resnet_jax.checkpoint.set_aside_incomplete")
     keep_policies = [policies.LatestN(keep)]
     if keep_every_steps is not None:
       keep_policies.append(policies.EveryNSteps(keep_every_steps))
@@ -304,9 +306,9 @@ class Checkpointer:
     if not (force or self.should_save(step)):
       return False
     if step in self._manager.all_steps():
-      logging.info('Checkpoint of step %d already exists in %s; not saving it again.', step, self._directory)
+      logging.info("Checkpoint of step %d already exists in %s; not saving it again.", step, self._directory)
       return False
-    meta = _check_json({'step': step} if meta is None else meta)
+    meta = _check_json({"step": step} if meta is None else meta)
     return self._manager.save(
         step,
         args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)}),
@@ -354,14 +356,14 @@ class Checkpointer:
     steps = self.steps()
     if step is None:
       if not steps:
-        raise FileNotFoundError(f'No committed checkpoint in {self._directory}; nothing to restore.')
+        raise FileNotFoundError(f"No committed checkpoint in {self._directory}; nothing to restore.")
       step = steps[-1]
     elif step not in steps:
       raise FileNotFoundError(f'No committed checkpoint of step {step} in {self._directory}; committed steps: '
                               f'{steps or "none"}.')
     _check_has_shardings(abstract_state)
     step_dir = self._directory / str(step)
-    _check_same_tree(_state_metadata(step_dir), abstract_state, f'{step_dir}')
+    _check_same_tree(state_metadata(step_dir), abstract_state, f"{step_dir}")
     restored = self._manager.restore(
         step,
         args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}))
@@ -383,7 +385,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signum)
     return
   _sigterm_received.set()
-  logging.warning('SIGTERM received: will save a checkpoint and stop at the next agreed step.')
+  logging.warning("SIGTERM received: will save a checkpoint and stop at the next agreed step.")
 
 
 def _jax_preemption_service_active() -> bool:
@@ -402,7 +404,7 @@ def install_sigterm_handler() -> bool:
     (jax.distributed initialised with the service on): replacing JAX's native handler would blind it.
   """
   if _jax_preemption_service_active():
-    logging.info('JAX preemption service active: SIGTERM is left to it (reached_preemption_sync_point).')
+    logging.info("JAX preemption service active: SIGTERM is left to it (reached_preemption_sync_point).")
     return False
   signal.signal(signal.SIGTERM, _on_sigterm)
   return True
@@ -438,172 +440,3 @@ def preemption_requested(step: int, *, agree_every_steps: int = 10) -> bool:
   if step % agree_every_steps:
     return False
   return _any_process(seen)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Weights for fine-tuning (init_from).
-
-
-def _plain(tree: Any) -> Any:
-  """Nested plain dicts (FrozenDict and other mappings would be stored as opaque nodes)."""
-  if isinstance(tree, Mapping):
-    return {str(k): _plain(v) for k, v in tree.items()}
-  return tree
-
-
-def save_params(path: os.PathLike | str, variables: Mapping[str, Any], *, overwrite: bool = False) -> None:
-  """Writes model variables {'params', 'batch_stats'} as a checkpoint that `load_params` reads.
-
-  The layout is that of one checkpoint step (a `state` item and a `meta` item), written atomically.
-
-  Raises:
-    ValueError: `variables` has no 'params', or `path` exists and overwrite is False.
-  """
-  if 'params' not in variables:
-    raise ValueError(f"variables must hold 'params' (and usually 'batch_stats'), got keys {sorted(variables)}.")
-  path = _as_path(path)
-  if path.exists() and not overwrite:
-    raise ValueError(f'{path} already exists; pass overwrite=True or choose another path.')
-  tree = {'params': _plain(variables['params']), 'batch_stats': _plain(variables.get('batch_stats', {}))}
-  checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-  checkpointer.save(
-      path,
-      args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(tree), META: ocp.args.JsonSave({'kind': 'weights'})}),
-      force=overwrite)
-  checkpointer.close()
-
-
-def _weights_dir(path: os.PathLike | str) -> epath.Path:
-  """The step directory `load_params` reads for `path` (see there)."""
-  where = _as_path(path)
-  expected = ("expected a run's workdir, its checkpoint directory, one committed step directory of it, or a "
-              'directory written by checkpoint.save_params')
-  if not where.exists():
-    raise ValueError(f'init_from path {where} does not exist; {expected}.')
-  if (where / STATE).is_dir():
-    if not is_complete(where):
-      raise ValueError(f'{where} is an incomplete checkpoint (no {COMMIT_MARKER} or {STEP_METADATA}): it was '
-                       'never committed. Use a committed step or the run directory (latest committed step).')
-    return where
-  for directory in (where, where / SUBDIR):
-    steps = complete_steps(directory)
-    if steps:
-      return directory / str(steps[-1])
-  raise ValueError(f'No committed checkpoint at {where}; {expected}.')
-
-
-def load_params(path: os.PathLike | str) -> dict[str, Any]:
-  """Loads {'params', 'batch_stats'} (no optimizer state) as host numpy arrays, for fine-tuning.
-
-  Args:
-    path: a run's workdir (its `checkpoints/` subdirectory is used), a run's checkpoint directory (its latest
-      committed step), one step directory of it, or a directory written by `save_params`.
-
-  Returns:
-    {'params': ..., 'batch_stats': ...} nested dicts of numpy arrays ('batch_stats' empty if none was saved).
-
-  Raises:
-    ValueError: the path does not exist or holds no committed checkpoint with 'params'.
-  """
-  step_dir = _weights_dir(path)
-  saved = _state_metadata(step_dir)
-  if not isinstance(saved, Mapping) or 'params' not in saved:
-    found = sorted(saved) if isinstance(saved, Mapping) else type(saved).__name__
-    raise ValueError(f"{step_dir} holds no 'params' (its state has {found}); it is not a model checkpoint.")
-  wanted = {k: saved[k] for k in ('params', 'batch_stats') if k in saved}
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-  checkpointer = ocp.PyTreeCheckpointer()
-  loaded = checkpointer.restore(
-      step_dir / STATE,
-      args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args, partial_restore=True))
-  checkpointer.close()
-  logging.info('Loaded params%s from %s.', ' and batch_stats' if 'batch_stats' in loaded else '', step_dir)
-  return {'params': _plain(loaded['params']), 'batch_stats': _plain(loaded.get('batch_stats') or {})}
-
-
-def _flat(variables: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
-  leaves, _ = jax.tree_util.tree_flatten_with_path(_plain(variables))
-  return {tuple(_key_str(k) for k in path): leaf for path, leaf in leaves}
-
-
-def _like(loaded: Any, init: Any) -> np.ndarray:
-  """`loaded` as a numpy array of `init`'s dtype, so the train state keeps the dtypes the model declares."""
-  return np.asarray(loaded, dtype=getattr(init, 'dtype', None))
-
-
-def merge_for_finetune(init_variables: Mapping[str, Any],
-                       loaded_variables: Mapping[str, Any],
-                       *,
-                       reinit_head_if_mismatch: bool = True,
-                       head: str = 'head') -> dict[str, Any]:
-  """The model's freshly initialised variables with every loaded value put in, for fine-tuning.
-
-  The classifier (the top-level submodule `head` of each collection) is taken from `init_variables` when
-  any of its variables differs in shape or presence from the loaded ones (another class count or head
-  design) and reinit_head_if_mismatch is True. Everything else must match exactly.
-
-  Args:
-    init_variables: {'params', 'batch_stats'} of the model to fine-tune (from model.init).
-    loaded_variables: the output of `load_params`.
-    reinit_head_if_mismatch: keep the initialised head where the loaded one does not fit; if False, raise.
-    head: name of the classifier submodule.
-
-  Returns:
-    Nested dicts with init_variables' structure: loaded values (numpy, cast to the initialised dtypes)
-    except for a re-initialised head (the initialised values).
-
-  Raises:
-    ValueError: naming the first variable that is missing, extra or of another shape (with both shapes).
-  """
-  init, loaded = _flat(init_variables), _flat(loaded_variables)
-
-  def in_head(path: tuple[str, ...]) -> bool:
-    return len(path) > 1 and path[1] == head
-
-  def name(path: tuple[str, ...]) -> str:
-    return '/'.join(path)
-
-  merged = {}
-  for path, value in init.items():
-    if in_head(path):
-      continue
-    if path not in loaded:
-      raise ValueError(f"'{name(path)}' (shape {np.shape(value)}) of the model is not in the loaded weights. "
-                       'They come from another architecture; check the model name and knobs.')
-    if np.shape(loaded[path]) != np.shape(value):
-      raise ValueError(f"'{name(path)}' has shape {np.shape(loaded[path])} in the loaded weights but "
-                       f'{np.shape(value)} in the model; check the model name and knobs (width, variant...).')
-    merged[path] = _like(loaded[path], value)
-  for path, value in loaded.items():
-    if not in_head(path) and path not in init:
-      raise ValueError(f"'{name(path)}' (shape {np.shape(value)}) of the loaded weights is not in the model. "
-                       'They come from another architecture; check the model name and knobs.')
-
-  init_head = {p: v for p, v in init.items() if in_head(p)}
-  loaded_head = {p: v for p, v in loaded.items() if in_head(p)}
-  mismatch = None
-  for path in sorted(set(init_head) | set(loaded_head)):
-    init_shape = np.shape(init_head[path]) if path in init_head else 'absent'
-    loaded_shape = np.shape(loaded_head[path]) if path in loaded_head else 'absent'
-    if init_shape != loaded_shape:
-      mismatch = (path, loaded_shape, init_shape)
-      break
-  if mismatch is None:
-    merged.update({p: _like(loaded_head[p], v) for p, v in init_head.items()})
-  elif reinit_head_if_mismatch:
-    path, loaded_shape, init_shape = mismatch
-    logging.warning("Re-initialising '%s': '%s' has shape %s in the loaded weights but %s in the model.", head,
-                    name(path), loaded_shape, init_shape)
-    merged.update(init_head)
-  else:
-    path, loaded_shape, init_shape = mismatch
-    raise ValueError(f"'{name(path)}' has shape {loaded_shape} in the loaded weights but {init_shape} in the "
-                     'model (another class count?); pass reinit_head_if_mismatch=True to re-initialise the head.')
-
-  out: dict[str, Any] = {collection: {} for collection in init_variables}
-  for path in init:  # rebuild nested dicts in the model's order
-    node = out
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = merged[path]
-  return out

@@ -14,7 +14,6 @@ by `jax.distributed`. This module decides how that happens, in this order of pre
 testable without the hardware; `initialize` acts on its answer. Typical use in a script, before anything touches a
 JAX device:
 
-    distributed.hide_accelerators_from_tensorflow()
     launch = distributed.detect(os.environ, coordinator_address=FLAGS.coordinator_address,
                                 num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
     distributed.initialize(launch)
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -306,21 +304,6 @@ def log_topology(launch: Launch, logger: logging.Logger | None = None) -> None:
   logger.info("JAX process %d of %d: %d local device(s) of %d in total; platform %s, device kind %s.",
               jax.process_index(), jax.process_count(), len(local), jax.device_count(),
               local[0].platform, local[0].device_kind)
-
-
-def hide_accelerators_from_tensorflow() -> None:
-  """Keeps TensorFlow (the input pipeline only) off the GPUs, so that it takes none of JAX's memory.
-
-  With `tensorflow-cpu`, as pinned in requirements.txt, TensorFlow cannot see accelerators and is not even imported
-  here (importing it costs seconds, and synthetic-data runs never need it). A GPU build of TensorFlow, if one is
-  installed instead, is told to use no GPU.
-  """
-  try:
-    importlib.metadata.distribution("tensorflow")
-  except importlib.metadata.PackageNotFoundError:
-    return
-  import tensorflow as tf  # A GPU-capable build: hide its GPUs before it allocates memory on them.
-  tf.config.set_visible_devices([], "GPU")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,15 @@ import numpy as np
 Sums = dict[str, tuple[jax.Array, jax.Array]]
 
 
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy against one-hot targets mixed with `label_smoothing` of the uniform
+  distribution (the training loss, and the loss metric)."""
+  logits = logits.astype(jnp.float32)
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(labels, num_classes) * (1.0 - label_smoothing) + label_smoothing / num_classes
+  return -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
+
+
 def classification_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
                         label_smoothing: float = 0.0) -> Sums:
   """Sums and counts of cross-entropy loss, top-1 and top-5 accuracy over the unmasked examples.
@@ -29,11 +38,9 @@ def classification_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array | 
     than 5 classes top-5 is top-num_classes.
   """
   logits = logits.astype(jnp.float32)
-  num_classes = logits.shape[-1]
   mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
-  targets = jax.nn.one_hot(labels, num_classes) * (1.0 - label_smoothing) + label_smoothing / num_classes
-  loss = -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
-  _, top = jax.lax.top_k(logits, min(5, num_classes))
+  loss = cross_entropy(logits, labels, label_smoothing)
+  _, top = jax.lax.top_k(logits, min(5, logits.shape[-1]))
   hits = top == labels[:, None]
   count = jnp.sum(mask)
   return {
@@ -41,11 +48,6 @@ def classification_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array | 
       "top1": (jnp.sum(hits[:, 0] * mask), count),
       "top5": (jnp.sum(jnp.any(hits, axis=-1) * mask), count),
   }
-
-
-def masked_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> Sums:
-  """`classification_sums` without label smoothing."""
-  return classification_sums(logits, labels, mask)
 
 
 def psum(sums: Sums, axis_name) -> Sums:

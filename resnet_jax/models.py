@@ -17,21 +17,25 @@ Each block sows the output of its residual branch (what is added to the shortcut
 `drop_blocks`) into the collection `INTERMEDIATES` ('intermediates') under `stage{i}/block{j}/branch`, as a
 one-element tuple, so tools can read the branch's signal (e.g. its std, He et al. 2015 Fig. 7) without changing
 the model: `logits, state = model.apply(variables, x, mutable=[INTERMEDIATES])`.
+
+Initialisers: convolutions He et al. (2015) normal in fan-out mode, as torchvision's ResNets; BatchNorm scale 1 and
+shift 0 (the last scale of each branch 0 with `zero_init_residual`); the classifier and hidden layers LeCun normal
+kernels and zero biases (flax's defaults; torchvision draws both from U(+-1/sqrt(fan_in))).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from resnet_jax import batchnorm
-
-# The collection the blocks sow their residual-branch outputs into.
-INTERMEDIATES = "intermediates"
+from resnet_jax.blocks import INTERMEDIATES as INTERMEDIATES  # Re-exported: where tools read the branch outputs.
+from resnet_jax.blocks import BasicBlock, Bottleneck, Head, ResidualBlock, Stage, Stem
 
 VARIANTS = ("v1", "v1.5", "preact")
 SHORTCUTS = ("A", "B", "C", "none")
@@ -46,17 +50,31 @@ ACTIVATIONS = {
     "silu": nn.silu,
 }
 
-# The knobs `create` accepts as overrides (each reachable from a config; None there means "model default").
-KNOBS = (
-    "variant", "shortcut", "zero_init_residual", "stem_pool", "global_pool", "head", "head_hidden", "dropout",
-    "activation", "width", "dtype", "param_dtype", "bn_momentum", "bn_epsilon", "bn_axis_name",
-    "bn_axis_index_groups", "drop_blocks",
-)
-
-ModuleDef = Any
-
-# He et al. (2015) initialisation, fan-out mode: keeps activation variance steady through deep plain stacks.
+# He et al. (2015) initialisation in fan-out mode, as torchvision's ResNets: N(0, 2 / (k * k * out_channels)). Fan-out
+# keeps the variance of the gradients steady through the backward pass of deep stacks (fan-in would keep the
+# activations' variance steady in the forward pass); with BatchNorm after every convolution either works.
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def knob(default: Any, doc: str, *, choices: Sequence[Any] | None = None, config_type: type | None = None,
+         set_by: str | None = None) -> Any:
+  """Declares a model knob: a `ResNet` field with its documentation, in one place.
+
+  Everything else about the knob is derived from this declaration: `KNOBS`, the `config.model` field of the same
+  name (`knob_config`, typed by `config_type` or the default's type; `None` there keeps the model's default), the
+  docs table (`knob_table`), the validation of `choices`.
+
+  Args:
+    default: the value of the generic network (the named CIFAR models override a few, see `_MODELS`).
+    doc: one line: what the knob does.
+    choices: the allowed values, where they are a fixed set.
+    config_type: the config field's type where the default's type does not say it (None defaults, dtypes).
+    set_by: where a knob is set by the engine from another config field (e.g. the compute dtype from
+      `config.dtype`) instead of from `config.model`.
+  """
+  return dataclasses.field(default=default, metadata={
+      "knob": True, "doc": doc, "choices": tuple(choices) if choices is not None else None,
+      "config_type": config_type or type(default), "set_by": set_by})
 
 
 def _choice(knob: str, value: Any, choices: Sequence[Any]) -> None:
@@ -64,207 +82,11 @@ def _choice(knob: str, value: Any, choices: Sequence[Any]) -> None:
     raise ValueError(f"unknown {knob} {value!r}; choose one of {list(choices)}")
 
 
-def _same_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
-  # Symmetric padding, as in the paper's reference models (Keras, torchvision). XLA's 'SAME' pads the bottom/right
-  # more on even inputs with stride 2, which shifts the sampling grid and breaks weight compatibility.
-  return ((kernel // 2, kernel // 2), (kernel // 2, kernel // 2))
-
-
-def pad_identity(x: jax.Array, strides: int, features: int) -> jax.Array:
-  """Option-A shortcut: subsample by `strides` and zero-pad channels up to `features` (no parameters)."""
-  if strides > 1:
-    x = x[:, ::strides, ::strides, :]
-  extra = features - x.shape[-1]
-  if extra < 0:
-    raise ValueError(f"shortcut 'A' cannot shrink channels ({x.shape[-1]} -> {features}); use shortcut 'B' or 'C'")
-  if extra:
-    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
-  return x
-
-
-class Projection(nn.Module):
-  """Options B and C: a strided 1x1 convolution, followed by BatchNorm unless `norm` is None (pre-activation)."""
-  features: int
-  strides: int
-  conv: ModuleDef
-  norm: ModuleDef | None
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = self.conv(self.features, (1, 1), strides=self.strides, padding=_same_padding(1), name="conv")(x)
-    if self.norm is not None:
-      x = self.norm(name="bn")(x)
-    return x
-
-
-class ResidualBlock(nn.Module):
-  """A residual unit: out = act(shortcut(x) + branch(x)) (v1, v1.5) or shortcut(x) + branch(x) ('preact').
-
-  Subclasses only say which convolutions the branch stacks (`layers`); everything else is shared.
-  Convolution i (from 1) is named `conv{i}` and its BatchNorm `bn{i}` (after the conv in v1/v1.5, before it in
-  'preact').
-  """
-  width: int  # output width of a basic block, inner width of a bottleneck
-  strides: int
-  variant: str
-  shortcut: str
-  conv: ModuleDef
-  norm: ModuleDef
-  act: Callable[[jax.Array], jax.Array]
-  zero_init: bool = False  # last BatchNorm scale starts at zero
-  drop: bool = False  # lesion: skip the residual branch at inference
-  preactivate: bool = True  # 'preact': False when the stem has already applied BN + activation
-  expansion: ClassVar[int] = 1
-
-  def layers(self) -> tuple[tuple[int, int, int], ...]:
-    """(features, kernel size, stride) of each convolution of the residual branch."""
-    raise NotImplementedError
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    features = self.width * self.expansion
-    changes_shape = self.strides != 1 or x.shape[-1] != features
-    preact = self.variant == "preact"
-    # Pre-activation units normalise their input once for both paths: the projection shortcut reads the
-    # normalised input too (He et al. 2016), while an identity shortcut carries the raw input.
-    pre = self.act(self.norm(name="bn1")(x)) if preact and self.preactivate else x
-
-    y = pre
-    layers = self.layers()
-    for i, (feat, kernel, stride) in enumerate(layers, start=1):
-      last = i == len(layers)
-      if preact and i > 1:
-        y = self.act(self.norm(name=f"bn{i}")(y))
-      y = self.conv(feat, (kernel, kernel), strides=stride, padding=_same_padding(kernel), name=f"conv{i}")(y)
-      if not preact:
-        scale_init = nn.initializers.zeros if (last and self.zero_init) else nn.initializers.ones
-        y = self.norm(name=f"bn{i}", scale_init=scale_init)(y)
-        if not last:
-          y = self.act(y)
-
-    if self.shortcut == "none":
-      shortcut = None
-    elif self.shortcut == "C" or (self.shortcut == "B" and changes_shape):
-      shortcut = Projection(features, self.strides, self.conv, None if preact else self.norm, name="shortcut")(pre)
-    else:
-      shortcut = pad_identity(x, self.strides, features)
-
-    dropped = self.drop and not train
-    if dropped:
-      # The branch is still built (so parameters exist whatever mode `init` runs in); XLA removes it.
-      y = jnp.zeros_like(y)
-    self.sow(INTERMEDIATES, "branch", y)
-
-    if shortcut is None:
-      # A removed layer of a plain network passes its input through (the caller forbids it where shapes change).
-      return x if dropped else (y if preact else self.act(y))
-    out = shortcut + y
-    return out if preact else self.act(out)
-
-
-class BasicBlock(ResidualBlock):
-  """Two 3x3 convolutions (ResNet-18/34 and the CIFAR nets)."""
-  expansion: ClassVar[int] = 1
-
-  def layers(self):
-    return ((self.width, 3, self.strides), (self.width, 3, 1))
-
-
-class Bottleneck(ResidualBlock):
-  """1x1 reduce, 3x3, 1x1 expand (x4). The stride sits on the first 1x1 in v1, on the 3x3 otherwise."""
-  expansion: ClassVar[int] = 4
-
-  def layers(self):
-    s1, s2 = (self.strides, 1) if self.variant == "v1" else (1, self.strides)
-    return ((self.width, 1, s1), (self.width, 3, s2), (self.width * 4, 1, 1))
-
-
-class Stem(nn.Module):
-  """Convolution, BatchNorm, activation, optional 3x3/2 pooling."""
-  features: int
-  kernel: int
-  strides: int
-  pool: str
-  conv: ModuleDef
-  norm: ModuleDef
-  act: Callable[[jax.Array], jax.Array]
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = self.conv(self.features, (self.kernel, self.kernel), strides=self.strides,
-                  padding=_same_padding(self.kernel), name="conv")(x)
-    x = self.act(self.norm(name="bn")(x))
-    if self.pool == "max":
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_same_padding(3))
-    elif self.pool == "avg":
-      x = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=_same_padding(3))
-    return x
-
-
-class Stage(nn.Module):
-  """`num_blocks` blocks; the first one carries the stride."""
-  block: ModuleDef  # a block class with the shared settings bound (functools.partial)
-  num_blocks: int
-  width: int
-  strides: int
-  dropped: tuple[int, ...] = ()  # indices within this stage
-  preactivate_first: bool = True
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    for j in range(self.num_blocks):
-      x = self.block(
-          width=self.width,
-          strides=self.strides if j == 0 else 1,
-          drop=j in self.dropped,
-          preactivate=self.preactivate_first or j > 0,
-          name=f"block{j}",
-      )(x, train)
-    return x
-
-
-def global_pool(x: jax.Array, kind: str) -> jax.Array:
-  """NHWC -> NC by average or max over space, or NHWC -> N(HWC) by flattening."""
-  if kind == "avg":
-    return jnp.mean(x, axis=(1, 2))
-  if kind == "max":
-    return jnp.max(x, axis=(1, 2))
-  return x.reshape(x.shape[0], -1)
-
-
-class Head(nn.Module):
-  """Classifier: pooling, optional hidden layers, dropout, the final layer.
-
-  'conv' applies the classifier as a 1x1 convolution before pooling. A 1x1 convolution is a dense layer applied
-  at every position, so it is written as `nn.Dense` over the channel axis: its parameters then have exactly the
-  dense head's shapes and can be swapped in (with average pooling the logits are equal, since pooling is linear).
-  """
-  kind: str
-  num_classes: int
-  pool: str
-  hidden: tuple[int, ...]
-  dropout: float
-  act: Callable[[jax.Array], jax.Array]
-  dtype: Any
-  param_dtype: Any
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
-    drop = (lambda h: nn.Dropout(self.dropout, deterministic=not train)(h)) if self.dropout else (lambda h: h)
-    if self.kind == "conv":
-      return global_pool(dense(self.num_classes, name="conv")(drop(x)), self.pool)
-    x = global_pool(x, self.pool)
-    for i, width in enumerate(self.hidden):
-      x = self.act(dense(width, name=f"hidden{i}")(x))
-    return dense(self.num_classes, name="dense")(drop(x))
-
-
 class ResNet(nn.Module):
   """A residual network (or, with shortcut='none', its plain counterpart).
 
   Structure fields (set by the named models): `block`, `stage_sizes`, `widths`, `stem_width`, `stem_kernel`,
-  `stem_strides`. Every other field is a knob, documented in `create`.
+  `stem_strides`. Every other field is a knob, declared with `knob` and documented where it is declared.
   """
   num_classes: int
   stage_sizes: Sequence[int]
@@ -273,36 +95,43 @@ class ResNet(nn.Module):
   stem_width: int = 64
   stem_kernel: int = 7
   stem_strides: int = 2
-  # Knobs.
-  variant: str = "v1.5"
-  shortcut: str = "B"
-  zero_init_residual: bool = False
-  stem_pool: str = "max"
-  global_pool: str = "avg"
-  head: str = "dense"
-  head_hidden: tuple[int, ...] = ()
-  dropout: float = 0.0
-  activation: str = "relu"
-  width: float = 1.0
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
-  bn_axis_name: str | None = None
-  bn_axis_index_groups: Any = None
-  drop_blocks: tuple[int, ...] = ()
+  # Knobs: each declared once, here.
+  variant: str = knob("v1.5", "'v1': stride on the first 1x1 of a downsampling bottleneck (paper, Keras); 'v1.5': on "
+                      "the 3x3 (torchvision); 'preact': pre-activation units (He et al. 2016)", choices=VARIANTS)
+  shortcut: str = knob("B", "'A' identity with zero-padded channels (no parameters), 'B' projection where the shape "
+                       "changes, 'C' projection in every block, 'none' the plain network", choices=SHORTCUTS)
+  zero_init_residual: bool = knob(False, "the last BatchNorm scale of each residual branch starts at 0 (needs a "
+                                  "shortcut and a post-activation variant)")
+  stem_pool: str = knob("max", "3x3/2 pooling after the stem convolution", choices=STEM_POOLS)
+  global_pool: str = knob("avg", "pooling before the classifier", choices=GLOBAL_POOLS)
+  head: str = knob("dense", "classifier: 'dense'; 'conv', a 1x1 convolution before pooling (same parameters and, "
+                   "with 'avg' pooling, the same logits as 'dense'); 'mlp', hidden layers first", choices=HEADS)
+  head_hidden: tuple[int, ...] = knob((), "hidden widths of the 'mlp' head, e.g. (4096, 4096)")
+  dropout: float = knob(0.0, "dropout rate before the classifier's last layer")
+  activation: str = knob("relu", "the nonlinearity everywhere (stem, blocks, hidden layers)",
+                         choices=tuple(ACTIVATIONS))
+  width: float = knob(1.0, "channel multiplier of the stem and every stage")
+  dtype: Any = knob(jnp.float32, "compute dtype (BatchNorm statistics and the logits stay float32)",
+                    config_type=str, set_by="config.dtype")
+  param_dtype: Any = knob(jnp.float32, "dtype of the conv and dense parameters (BatchNorm's stay float32)",
+                          config_type=str)
+  bn_momentum: float = knob(0.9, "momentum of BatchNorm's running averages")
+  bn_epsilon: float = knob(1e-5, "BatchNorm's epsilon")
+  bn_axis_name: str | None = knob(None, "named mapped axis over which BatchNorm averages its batch statistics",
+                                  config_type=str, set_by="config.sync_batch_stats")
+  bn_axis_index_groups: Any = knob(None, "device groups of that axis whose statistics are averaged together, "
+                                   "e.g. ((0, 1), (2, 3)); None: all devices", config_type=tuple)
+  drop_blocks: tuple[int, ...] = knob((), "flat block indices (0..N-1, see `ResNet.block_plan`) whose residual "
+                                      "branch is skipped at inference (lesion studies); training ignores it")
 
   def __post_init__(self):
     self._validate()
     super().__post_init__()
 
   def _validate(self) -> None:
-    _choice("variant", self.variant, VARIANTS)
-    _choice("shortcut", self.shortcut, SHORTCUTS)
-    _choice("stem_pool", self.stem_pool, STEM_POOLS)
-    _choice("global_pool", self.global_pool, GLOBAL_POOLS)
-    _choice("head", self.head, HEADS)
-    _choice("activation", self.activation, tuple(ACTIVATIONS))
+    for spec in _knob_fields():
+      if spec.metadata["choices"] is not None:
+        _choice(spec.name, getattr(self, spec.name), spec.metadata["choices"])
     if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 1:
       raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
     if self.zero_init_residual and self.shortcut == "none":
@@ -428,6 +257,55 @@ def names() -> list[str]:
   return list(_MODELS)
 
 
+def _knob_fields() -> list[dataclasses.Field]:
+  return [f for f in dataclasses.fields(ResNet) if f.metadata.get("knob")]
+
+
+# The knobs `create` accepts, in declaration order: every field of `ResNet` declared with `knob`.
+KNOBS = tuple(f.name for f in _knob_fields())
+
+
+def knob_specs() -> dict[str, dict[str, Any]]:
+  """{knob: {'default', 'doc', 'choices', 'config_type', 'set_by'}} from the declarations in `ResNet`."""
+  return {f.name: {"default": f.default, **f.metadata} for f in _knob_fields()}
+
+
+def config_knobs() -> tuple[str, ...]:
+  """The knobs a config sets through `config.model` (the others are set by the engine, see `knob`'s `set_by`)."""
+  return tuple(name for name, spec in knob_specs().items() if spec["set_by"] is None)
+
+
+def family_defaults(knob_name: str) -> dict[str, Any]:
+  """{model-name prefix: default} where the named models override the generic default of `knob_name`."""
+  out = {}
+  for name, factory in _MODELS.items():
+    if knob_name in factory.keywords:
+      out.setdefault(name.rstrip("0123456789"), factory.keywords[knob_name])
+  return out
+
+
+def _value_text(value: Any) -> str:
+  if isinstance(value, str):
+    return repr(value)
+  if hasattr(value, "dtype") or isinstance(value, type):
+    return jnp.dtype(value).name
+  return repr(value)
+
+
+def knob_table() -> str:
+  """The markdown table of every knob (docs/models.md holds a copy that a test keeps equal to this)."""
+  lines = ["| knob | what it does | values | default | set with |", "|---|---|---|---|---|"]
+  for name, spec in knob_specs().items():
+    values = ", ".join(_value_text(c) for c in spec["choices"]) if spec["choices"] else spec["config_type"].__name__
+    default = _value_text(spec["default"])
+    overrides = family_defaults(name)
+    if overrides:
+      default += "; " + "; ".join(f"`{prefix}*`: {_value_text(v)}" for prefix, v in overrides.items())
+    where = f"`{spec['set_by']}`" if spec["set_by"] else f"`config.model.{name}`"
+    lines.append(f"| `{name}` | {spec['doc']} | {values} | {default} | {where} |".replace("\n", " "))
+  return "\n".join(lines) + "\n"
+
+
 def _as_tuple(value: Any) -> Any:
   # Configs hand over lists; module fields should be hashable tuples.
   if isinstance(value, (list, tuple)):
@@ -441,18 +319,8 @@ def create(name: str, *, num_classes: int, **overrides: Any) -> ResNet:
   Args:
     name: one of `names()`.
     num_classes: size of the classifier.
-    **overrides: knobs (see `KNOBS`); a value of None means "keep the model's default", so configs can pass
-      every knob unconditionally.
-      variant: 'v1' | 'v1.5' | 'preact'. shortcut: 'A' | 'B' | 'C' | 'none'. zero_init_residual: bool.
-      stem_pool: 'max' | 'avg' | 'none'. global_pool: 'avg' | 'max' | 'flatten'. head: 'dense' | 'conv' | 'mlp'.
-      head_hidden: hidden widths of the 'mlp' head. dropout: rate before the classifier.
-      activation: 'relu' | 'tanh' | 'sigmoid' | 'gelu' | 'silu'. width: channel multiplier (stem and stages).
-      dtype: compute dtype. param_dtype: dtype of conv/dense parameters (BatchNorm stays float32).
-      bn_momentum, bn_epsilon: BatchNorm settings. bn_axis_name, bn_axis_index_groups: synchronise BatchNorm
-      statistics over a named axis (and device groups). drop_blocks: flat block indices (0..N-1 over the whole
-      network, see `ResNet.block_plan`) whose residual branch is skipped at inference, for lesion studies: the
-      block then outputs its shortcut (through the block's activation in v1/v1.5); in a plain network a dropped
-      block passes its input through, which is only possible where it keeps the feature shape. Training ignores it.
+    **overrides: knobs (see `KNOBS`, each documented where `ResNet` declares it); a value of None means "keep the
+      model's default", so configs can pass every knob unconditionally. Dtypes may be given by name ('bfloat16').
 
   Raises:
     ValueError: unknown name or knob, bad knob value, or impossible combination.
@@ -463,10 +331,10 @@ def create(name: str, *, num_classes: int, **overrides: Any) -> ResNet:
   if unknown:
     raise ValueError(f"unknown model knob(s) {unknown}; valid knobs are {list(KNOBS)}")
   knobs = {k: _as_tuple(v) for k, v in overrides.items() if v is not None}
-  for knob in ("dtype", "param_dtype"):
-    if knob in knobs and isinstance(knobs[knob], str):
+  for knob_name in ("dtype", "param_dtype"):
+    if knob_name in knobs and isinstance(knobs[knob_name], str):
       try:
-        knobs[knob] = jnp.dtype(knobs[knob])
+        knobs[knob_name] = jnp.dtype(knobs[knob_name])
       except TypeError:
         pass  # the module's validation names the valid choices
   return _MODELS[name](num_classes=num_classes, **knobs)

@@ -26,15 +26,14 @@ import jax.numpy as jnp
 import optax
 
 
-def _field(section: Any, name: str, default: Any = None) -> Any:
-  """Returns `section.name`, or `default` where the section (ConfigDict, dict or object) lacks it or holds None.
-
-  Configs set a field to None to mean "the default", and may leave out fields they do not use.
-  """
-  if section is None:
-    return default
-  value = section.get(name) if hasattr(section, 'get') else getattr(section, name, None)
-  return default if value is None else value
+def _get(section: Any, name: str) -> Any:
+  """`section.name` (a ConfigDict or any object with attributes): every field read here is declared, with its
+  default, in configs/default.py."""
+  try:
+    return getattr(section, name)
+  except (AttributeError, KeyError):
+    raise AttributeError(f"The config has no field {name!r}; configs/default.py declares every field the engine "
+                         "reads: start from its config.") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -45,12 +44,12 @@ def _field(section: Any, name: str, default: Any = None) -> Any:
 def _to_steps(value: Any, name: str, steps_per_epoch: int | None, unit: str) -> int:
   """Converts one duration value given in `unit` ('epochs' or 'steps') to a non-negative step count."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise ValueError(f'{name} must be a number, got {value!r}.')
+    raise ValueError(f"{name} must be a number, got {value!r}.")
   if value < 0:
-    raise ValueError(f'{name} must be non-negative, got {value!r}.')
-  if unit == 'steps':
+    raise ValueError(f"{name} must be non-negative, got {value!r}.")
+  if unit == "steps":
     if value != int(value):
-      raise ValueError(f'{name} must be a whole number of steps, got {value!r}.')
+      raise ValueError(f"{name} must be a whole number of steps, got {value!r}.")
     return int(value)
   # Fractional epochs are allowed (e.g. half an epoch of warmup); rounding rather than truncating keeps binary
   # floating point (0.29 * 100 == 28.999...) from losing a step.
@@ -61,7 +60,7 @@ def steps_from(section: Any, prefix: str, steps_per_epoch: int | None, *,
                required: bool = False) -> int | tuple[int, ...] | None:
   """Resolves the duration `{prefix}_epochs` / `{prefix}_steps` of a config section to steps.
 
-  At most one of the two fields may be set (not None); a field the section does not define counts as unset.
+  At most one of the two fields may be set (not None).
   Either may hold a number or a sequence of numbers (as for step-decay boundaries); a sequence resolves to a tuple.
 
   Args:
@@ -78,22 +77,22 @@ def steps_from(section: Any, prefix: str, steps_per_epoch: int | None, *,
     ValueError: both fields are set, neither is set while required, a value is negative or not a whole number of
       steps, or a duration is given in epochs while `steps_per_epoch` is unknown.
   """
-  epochs_name, steps_name = f'{prefix}_epochs', f'{prefix}_steps'
-  epochs, steps = _field(section, epochs_name), _field(section, steps_name)
+  epochs_name, steps_name = f"{prefix}_epochs", f"{prefix}_steps"
+  epochs, steps = _get(section, epochs_name), _get(section, steps_name)
   if epochs is not None and steps is not None:
-    raise ValueError(f'Both {epochs_name}={epochs!r} and {steps_name}={steps!r} are set: they give the same '
-                     f'duration twice. Set one of them and set the other to None.')
+    raise ValueError(f"Both {epochs_name}={epochs!r} and {steps_name}={steps!r} are set: they give the same "
+                     f"duration twice. Set one of them and set the other to None.")
   if epochs is None and steps is None:
     if required:
-      raise ValueError(f'Neither {epochs_name} nor {steps_name} is set: set exactly one of them.')
+      raise ValueError(f"Neither {epochs_name} nor {steps_name} is set: set exactly one of them.")
     return None
   if steps is not None:
-    name, value, unit = steps_name, steps, 'steps'
+    name, value, unit = steps_name, steps, "steps"
   else:
     if not steps_per_epoch or steps_per_epoch <= 0:
-      raise ValueError(f'{epochs_name}={epochs!r} is given in epochs, but the epoch length is unknown '
-                       f'(steps_per_epoch={steps_per_epoch!r}). Set {steps_name} instead.')
-    name, value, unit = epochs_name, epochs, 'epochs'
+      raise ValueError(f"{epochs_name}={epochs!r} is given in epochs, but the epoch length is unknown "
+                       f"(steps_per_epoch={steps_per_epoch!r}). Set {steps_name} instead.")
+    name, value, unit = epochs_name, epochs, "epochs"
   if isinstance(value, Sequence) and not isinstance(value, str):
     return tuple(_to_steps(v, name, steps_per_epoch, unit) for v in value)
   return _to_steps(value, name, steps_per_epoch, unit)
@@ -120,30 +119,30 @@ class StepPlan:
 def _schedule_steps(schedule_config: Any, total_steps: int,
                     steps_per_epoch: int | None) -> tuple[int, tuple[int, ...]]:
   """Resolves and checks the warmup length and step-decay boundaries of a schedule config."""
-  warmup = steps_from(schedule_config, 'warmup', steps_per_epoch) or 0
+  warmup = steps_from(schedule_config, "warmup", steps_per_epoch) or 0
   if not isinstance(warmup, int):
-    raise ValueError(f'warmup_epochs/warmup_steps must be a single number, got {warmup!r} (in steps).')
+    raise ValueError(f"warmup_epochs/warmup_steps must be a single number, got {warmup!r} (in steps).")
   if warmup > total_steps:
-    raise ValueError(f'The warmup ({warmup} steps) is longer than training ({total_steps} steps): '
-                     f'shorten warmup_epochs/warmup_steps or train longer.')
-  boundaries = steps_from(schedule_config, 'boundaries', steps_per_epoch)
+    raise ValueError(f"The warmup ({warmup} steps) is longer than training ({total_steps} steps): "
+                     f"shorten warmup_epochs/warmup_steps or train longer.")
+  boundaries = steps_from(schedule_config, "boundaries", steps_per_epoch)
   if boundaries is None:
     boundaries = ()
   elif isinstance(boundaries, int):
     boundaries = (boundaries,)
   if list(boundaries) != sorted(set(boundaries)):
-    raise ValueError(f'Step-decay boundaries must be strictly increasing, got {boundaries} (in steps).')
+    raise ValueError(f"Step-decay boundaries must be strictly increasing, got {boundaries} (in steps).")
   for b in boundaries:
     if not warmup < b <= total_steps:
-      raise ValueError(f'Step-decay boundary at step {b} must lie after the warmup ({warmup} steps) and not '
-                       f'after the end of training ({total_steps} steps).')
+      raise ValueError(f"Step-decay boundary at step {b} must lie after the warmup ({warmup} steps) and not "
+                       f"after the end of training ({total_steps} steps).")
   return warmup, boundaries
 
 
 def _interval(section: Any, prefix: str, steps_per_epoch: int | None) -> int | None:
   every = steps_from(section, prefix, steps_per_epoch)
   if every is not None and (not isinstance(every, int) or every <= 0):
-    raise ValueError(f'{prefix}_epochs/{prefix}_steps must resolve to a positive number of steps, got {every!r}.')
+    raise ValueError(f"{prefix}_epochs/{prefix}_steps must resolve to a positive number of steps, got {every!r}.")
   return every
 
 
@@ -166,16 +165,16 @@ def plan_steps(config: Any, steps_per_epoch: int | None) -> StepPlan:
     ValueError: see `steps_from`; also a non-positive training length, a warmup longer than training, or
       step-decay boundaries that are not increasing or fall inside the warmup or after the end.
   """
-  total = steps_from(config, 'num', steps_per_epoch, required=True)
+  total = steps_from(config, "num", steps_per_epoch, required=True)
   if not isinstance(total, int) or total <= 0:
-    raise ValueError(f'num_epochs/num_steps must resolve to a positive number of steps, got {total!r}.')
-  warmup, boundaries = _schedule_steps(_field(config, 'schedule'), total, steps_per_epoch)
+    raise ValueError(f"num_epochs/num_steps must resolve to a positive number of steps, got {total!r}.")
+  warmup, boundaries = _schedule_steps(_get(config, "schedule"), total, steps_per_epoch)
   return StepPlan(
       total_steps=total,
       warmup_steps=warmup,
       boundaries=boundaries,
-      eval_every=_interval(config, 'eval_every', steps_per_epoch),
-      checkpoint_every=_interval(config, 'checkpoint_every', steps_per_epoch),
+      eval_every=_interval(config, "eval_every", steps_per_epoch),
+      checkpoint_every=_interval(config, "checkpoint_every", steps_per_epoch),
   )
 
 
@@ -184,14 +183,14 @@ def plan_steps(config: Any, steps_per_epoch: int | None) -> StepPlan:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-SCHEDULES = ('constant', 'cosine', 'polynomial', 'step')
+SCHEDULES = ("constant", "cosine", "polynomial", "step")
 
 
 def scaled_learning_rate(base_lr: float, global_batch_size: int, reference_batch: int = 256) -> float:
   """The linear scaling rule: `base_lr` is the rate for `reference_batch` images per step."""
   if global_batch_size <= 0 or reference_batch <= 0:
-    raise ValueError(f'Batch sizes must be positive, got global_batch_size={global_batch_size}, '
-                     f'reference_batch={reference_batch}.')
+    raise ValueError(f"Batch sizes must be positive, got global_batch_size={global_batch_size}, "
+                     f"reference_batch={reference_batch}.")
   return base_lr * global_batch_size / reference_batch
 
 
@@ -204,6 +203,7 @@ def _cosine(peak: float, end: float, decay_steps: int) -> optax.Schedule:
 
 def _step(peak: float, factor: float, boundaries: tuple[int, ...]) -> optax.Schedule:
   edges = jnp.asarray(boundaries)
+
   def schedule(step):
     # The new rate applies from the boundary step itself.
     return peak * factor ** jnp.sum(step >= edges)
@@ -213,21 +213,21 @@ def _step(peak: float, factor: float, boundaries: tuple[int, ...]) -> optax.Sche
 def _main_schedule(name: str, cfg: Any, peak: float, decay_steps: int,
                    boundaries: tuple[int, ...]) -> optax.Schedule:
   """The schedule after warmup; its step count starts at 0 where the warmup ends."""
-  end = float(_field(cfg, 'end_lr', 0.0))
-  if name == 'constant':
+  end = float(cfg.end_lr)
+  if name == "constant":
     return optax.constant_schedule(peak)
-  if name == 'cosine':
+  if name == "cosine":
     return _cosine(peak, end, decay_steps)
-  if name == 'polynomial':
-    power = float(_field(cfg, 'power', 2.0))
+  if name == "polynomial":
+    power = float(cfg.power)
     return optax.polynomial_schedule(peak, end, power, decay_steps)
   # 'step': the boundaries arrive shifted to count from the end of the warmup, like the step given here.
   if not boundaries:
     raise ValueError("Schedule 'step' needs its decay points: set schedule.boundaries_epochs or "
-                     'schedule.boundaries_steps.')
-  factor = float(_field(cfg, 'decay_factor', 0.1))
+                     "schedule.boundaries_steps.")
+  factor = float(cfg.decay_factor)
   if factor < 0:
-    raise ValueError(f'schedule.decay_factor must be non-negative, got {factor}.')
+    raise ValueError(f"schedule.decay_factor must be non-negative, got {factor}.")
   return _step(peak, factor, boundaries)
 
 
@@ -243,10 +243,10 @@ def create_schedule(schedule_config: Any, *, total_steps: int, steps_per_epoch: 
       T = total_steps - warmup steps.
     - 'constant': the peak.
 
-  Reads `schedule_config.name` and `base_lr` (required), `reference_batch` (256), `warmup_epochs` /
-  `warmup_steps` (0), `boundaries_epochs` / `boundaries_steps` ('step' only), `decay_factor` (0.1, 'step' only),
-  `end_lr` (0.0, an absolute rate, not scaled with the batch; 'cosine' and 'polynomial') and `power` (2.0,
-  'polynomial' only). Defaults in parentheses apply where a field is missing or None.
+  Reads `name`, `base_lr`, `reference_batch`, `warmup_epochs` / `warmup_steps` (at most one set),
+  `boundaries_epochs` / `boundaries_steps` ('step' only), `decay_factor` ('step' only), `end_lr` (an absolute rate,
+  not scaled with the batch; 'cosine' and 'polynomial') and `power` ('polynomial' only), all declared in
+  configs/default.py.
 
   Args:
     schedule_config: the `config.schedule` section.
@@ -260,14 +260,14 @@ def create_schedule(schedule_config: Any, *, total_steps: int, steps_per_epoch: 
   Raises:
     ValueError: unknown schedule name, missing base_lr, or inconsistent durations (see `plan_steps`).
   """
-  name = _field(schedule_config, 'name')
+  name = schedule_config.name
   if name not in SCHEDULES:
     raise ValueError(f'Unknown schedule {name!r}: schedule.name must be one of {", ".join(SCHEDULES)}.')
-  base_lr = _field(schedule_config, 'base_lr')
+  base_lr = schedule_config.base_lr
   if base_lr is None:
-    raise ValueError('schedule.base_lr is not set: give the learning rate for reference_batch (256) images.')
+    raise ValueError("schedule.base_lr is not set: give the learning rate for reference_batch (256) images.")
   peak = scaled_learning_rate(float(base_lr), global_batch_size,
-                              int(_field(schedule_config, 'reference_batch', 256)))
+                              int(schedule_config.reference_batch))
   warmup, boundaries = _schedule_steps(schedule_config, total_steps, steps_per_epoch)
   # A zero-length decay (warmup as long as training) would divide by zero; it is never evaluated past its start.
   decay_steps = max(total_steps - warmup, 1)
@@ -284,7 +284,7 @@ def create_schedule(schedule_config: Any, *, total_steps: int, steps_per_epoch: 
 
 def _key_name(key: Any) -> Any:
   """The name of one pytree path entry (a dict key, attribute name or sequence index)."""
-  for attr in ('key', 'name', 'idx'):
+  for attr in ("key", "name", "idx"):
     if hasattr(key, attr):
       return getattr(key, attr)
   return key
@@ -298,16 +298,16 @@ def weight_decay_mask(params: Any) -> Any:
   and decaying them mostly shrinks activations rather than regularising. The decision is made from each leaf's
   name, so it holds for any flax parameter tree.
   """
-  return jax.tree_util.tree_map_with_path(lambda path, _: _key_name(path[-1]) == 'kernel', params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: _key_name(path[-1]) == "kernel", params)
 
 
 def _sgd(cfg: Any, schedule: optax.Schedule, mask: Callable[[Any], Any]) -> optax.GradientTransformation:
   # The ResNet recipe's weight decay is L2 regularisation: wd * param is added to the gradient before momentum,
   # so its effective strength follows the learning-rate schedule (as in the paper and torchvision).
-  momentum = float(_field(cfg, 'momentum', 0.9))
+  momentum = float(cfg.momentum)
   return optax.chain(
-      optax.add_decayed_weights(float(_field(cfg, 'weight_decay', 0.0)), mask=mask),
-      optax.sgd(schedule, momentum=momentum or None, nesterov=bool(_field(cfg, 'nesterov', False))),
+      optax.add_decayed_weights(float(cfg.weight_decay), mask=mask),
+      optax.sgd(schedule, momentum=momentum or None, nesterov=bool(cfg.nesterov)),
   )
 
 
@@ -315,13 +315,18 @@ def _lars(cfg: Any, schedule: optax.Schedule, mask: Callable[[Any], Any]) -> opt
   # BatchNorm parameters and biases get neither weight decay nor the layer-wise trust ratio (MLPerf reference).
   return optax.lars(
       schedule,
-      weight_decay=float(_field(cfg, 'weight_decay', 0.0)),
+      weight_decay=float(cfg.weight_decay),
       weight_decay_mask=mask,
-      trust_coefficient=float(_field(cfg, 'trust_coefficient', 0.001)),
+      trust_coefficient=float(cfg.trust_coefficient),
       trust_ratio_mask=mask,
-      momentum=float(_field(cfg, 'momentum', 0.9)),
-      nesterov=bool(_field(cfg, 'nesterov', False)),
+      momentum=float(cfg.momentum),
+      nesterov=bool(cfg.nesterov),
   )
+
+
+def _eps(cfg: Any, published: float) -> float:
+  # config.optimizer.eps = None means the value each optimizer's paper uses (declared so in configs/default.py).
+  return float(published if cfg.eps is None else cfg.eps)
 
 
 def _adamw(cfg: Any, schedule: optax.Schedule, mask: Callable[[Any], Any]) -> optax.GradientTransformation:
@@ -329,10 +334,10 @@ def _adamw(cfg: Any, schedule: optax.Schedule, mask: Callable[[Any], Any]) -> op
   # `momentum` doubles as Adam's b1 (the decay of the first moment), so one config field serves every optimizer.
   return optax.adamw(
       schedule,
-      b1=float(_field(cfg, 'momentum', 0.9)),
-      b2=float(_field(cfg, 'b2', 0.999)),
-      eps=float(_field(cfg, 'eps', 1e-8)),
-      weight_decay=float(_field(cfg, 'weight_decay', 0.0)),
+      b1=float(cfg.momentum),
+      b2=float(cfg.b2),
+      eps=_eps(cfg, 1e-8),
+      weight_decay=float(cfg.weight_decay),
       mask=mask,
   )
 
@@ -340,19 +345,19 @@ def _adamw(cfg: Any, schedule: optax.Schedule, mask: Callable[[Any], Any]) -> op
 def _lamb(cfg: Any, schedule: optax.Schedule, mask: Callable[[Any], Any]) -> optax.GradientTransformation:
   return optax.lamb(
       schedule,
-      b1=float(_field(cfg, 'momentum', 0.9)),
-      b2=float(_field(cfg, 'b2', 0.999)),
-      eps=float(_field(cfg, 'eps', 1e-6)),
-      weight_decay=float(_field(cfg, 'weight_decay', 0.0)),
+      b1=float(cfg.momentum),
+      b2=float(cfg.b2),
+      eps=_eps(cfg, 1e-6),
+      weight_decay=float(cfg.weight_decay),
       mask=mask,
   )
 
 
 OPTIMIZERS: dict[str, Callable[[Any, optax.Schedule, Callable[[Any], Any]], optax.GradientTransformation]] = {
-    'sgd': _sgd,
-    'lars': _lars,
-    'adamw': _adamw,
-    'lamb': _lamb,
+    "sgd": _sgd,
+    "lars": _lars,
+    "adamw": _adamw,
+    "lamb": _lamb,
 }
 
 
@@ -364,12 +369,11 @@ def create_optimizer(optimizer_config: Any, schedule: optax.Schedule | float) ->
     - 'lars': the same L2 term, inside the layer-wise trust ratio, which also skips BatchNorm and biases.
     - 'adamw', 'lamb': decoupled decay, scaled by the learning rate.
 
-  Reads `optimizer_config.name` (required), `weight_decay` (0.0), `grad_clip_norm` (None: no clipping; otherwise
-  gradients are clipped to this global norm before anything else), `momentum` (0.9; 0 for plain SGD; Adam's b1 for
-  'adamw' and 'lamb'), and per optimizer: `nesterov` (False) for 'sgd' and 'lars'; `trust_coefficient` (0.001)
-  for 'lars'; `b2` (0.999) and `eps` (1e-8 AdamW, 1e-6 LAMB) for 'adamw' and 'lamb'. Defaults in parentheses
-  apply where a field is missing or None. `ema_decay` is not read here: the engine keeps the average itself (see
-  `ema_update`).
+  Reads `name`, `weight_decay`, `grad_clip_norm` (None: no clipping; otherwise gradients are clipped to this global
+  norm before anything else), `momentum` (0 for plain SGD; Adam's b1 for 'adamw' and 'lamb'), and per optimizer:
+  `nesterov` ('sgd', 'lars'), `trust_coefficient` ('lars'), `b2` and `eps` ('adamw', 'lamb'; eps None: 1e-8 for
+  AdamW, 1e-6 for LAMB). Every field is declared, with its default, in configs/default.py. `ema_decay` is not read
+  here: the engine keeps the average itself (see `ema_update`).
 
   Args:
     optimizer_config: the `config.optimizer` section.
@@ -381,15 +385,15 @@ def create_optimizer(optimizer_config: Any, schedule: optax.Schedule | float) ->
   Raises:
     ValueError: unknown optimizer name, or a non-positive clipping norm.
   """
-  name = _field(optimizer_config, 'name')
+  name = optimizer_config.name
   if name not in OPTIMIZERS:
     raise ValueError(f'Unknown optimizer {name!r}: optimizer.name must be one of {", ".join(OPTIMIZERS)}.')
   tx = OPTIMIZERS[name](optimizer_config, schedule, weight_decay_mask)
-  clip = _field(optimizer_config, 'grad_clip_norm')
+  clip = optimizer_config.grad_clip_norm
   if clip is None:
     return tx
   if clip <= 0:
-    raise ValueError(f'optimizer.grad_clip_norm must be positive, or None for no clipping; got {clip!r}.')
+    raise ValueError(f"optimizer.grad_clip_norm must be positive, or None for no clipping; got {clip!r}.")
   return optax.chain(optax.clip_by_global_norm(float(clip)), tx)
 
 
@@ -411,7 +415,7 @@ def _path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
 
 
 def freeze_all_but(tx: optax.GradientTransformation, params: Any,
-                   trainable_prefix: str | Sequence[str] = 'head') -> optax.GradientTransformation:
+                   trainable_prefix: str | Sequence[str] = "head") -> optax.GradientTransformation:
   """Wraps `tx` so that only parameters under `trainable_prefix` are trained; all others get zero updates.
 
   Frozen parameters are routed to `optax.set_to_zero`, so they carry no optimizer state and receive no weight
@@ -429,16 +433,16 @@ def freeze_all_but(tx: optax.GradientTransformation, params: Any,
     ValueError: no parameter lies under any of the prefixes (the message lists the top-level names).
   """
   prefixes = [trainable_prefix] if isinstance(trainable_prefix, str) else list(trainable_prefix)
-  prefix_paths = [tuple(p.strip('/').split('/')) for p in prefixes]
+  prefix_paths = [tuple(p.strip("/").split("/")) for p in prefixes]
 
   def labels(tree):
     def label(path, _):
       names = _path_names(path)
-      return 'trainable' if any(names[:len(p)] == p for p in prefix_paths) else 'frozen'
+      return "trainable" if any(names[:len(p)] == p for p in prefix_paths) else "frozen"
     return jax.tree_util.tree_map_with_path(label, tree)
 
-  if 'trainable' not in jax.tree.leaves(labels(params)):
+  if "trainable" not in jax.tree.leaves(labels(params)):
     top = sorted({_path_names(path)[0] for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
-    raise ValueError(f'No parameters under {prefixes}: the prefix must start with one of the top-level names '
-                     f'{top}.')
-  return optax.partition({'trainable': tx, 'frozen': optax.set_to_zero()}, labels)
+    raise ValueError(f"No parameters under {prefixes}: the prefix must start with one of the top-level names "
+                     f"{top}.")
+  return optax.partition({"trainable": tx, "frozen": optax.set_to_zero()}, labels)

@@ -10,16 +10,19 @@ such a function over all devices in one of two ways:
   [local_devices, per_device, ...].
 
 Both strategies expose the same small interface (`put_state`, `get_state`, `put_batch`, `map_step`) so the training
-loop does not branch on the choice.
+loop does not branch on the choice; `prefetch` keeps batches in flight to the devices ahead of the step.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXIS = "data"  # The one mesh axis: the batch is split along it.
 STRATEGIES = ("shard_map", "pmap")
@@ -51,9 +54,19 @@ class ShardMap:
     return state
 
   def put_batch(self, host_batch: dict[str, np.ndarray]):
-    """Host-local batch -> global arrays sharded along the batch axis (each process gives its own part)."""
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x), host_batch)
+    """Host-local batch -> global arrays sharded along the batch axis (each process gives its own part, in process
+    order).
+
+    Raises:
+      ValueError: the local batch cannot be split evenly over this process's devices.
+    """
+    def put(x):
+      try:
+        return jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x))
+      except ValueError as error:
+        raise ValueError(f"Cannot lay out a local batch of shape {np.shape(x)} over the mesh: the local batch size "
+                         "must be a multiple of the number of local devices.") from error
+    return jax.tree.map(put, host_batch)
 
   def map_step(self, fn: Callable, *, num_batch_args: int = 1, donate_state: bool = True) -> Callable:
     """Maps `fn(state, *batches) -> (state_or_none, out)` over devices; `out` must be device-invariant."""
@@ -116,3 +129,20 @@ def strategy(name: str, mesh: Mesh) -> Any:
   if name not in table:
     raise ValueError(f"unknown config.parallelism={name!r}; choose one of {sorted(table)}")
   return table[name](mesh)
+
+
+def prefetch(batches: Iterable, put: Callable, size: int = 2) -> Iterator:
+  """Yields `put(batch)` for each host batch, keeping `size` batches in flight on the devices ahead of the step.
+
+  Transfers are asynchronous: a batch is put on the devices when it enters the queue, long before the step that
+  consumes it. Finite iterators are drained at the end.
+  """
+  if size < 1:
+    raise ValueError(f"prefetch size must be >= 1, got {size}.")
+  queue = collections.deque()
+  for host_batch in batches:
+    queue.append(put(host_batch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -20,12 +21,9 @@ import optax
 from absl import logging
 
 from resnet_jax import checkpoint as ckpt_lib
-from resnet_jax import distributed
+from resnet_jax import distributed, files, finetune, models, optim, parallel, reporting
+from resnet_jax import flops as flops_lib
 from resnet_jax import metrics as metrics_lib
-from resnet_jax import models
-from resnet_jax import optim
-from resnet_jax import parallel
-from resnet_jax import reporting
 
 if TYPE_CHECKING:  # The engine runs without ml_collections (accelerator images may lack it).
   import ml_collections
@@ -42,6 +40,13 @@ class TrainState:
   opt_state: Any
   ema_params: Any  # None unless config.optimizer.ema_decay is set; evaluation then uses it.
 
+  @classmethod
+  def create(cls, variables: dict, tx: optax.GradientTransformation, *, ema: bool) -> TrainState:
+    """Step 0: the model's variables {'params', 'batch_stats'}, a fresh optimizer state, the EMA if `ema`."""
+    params = variables["params"]
+    return cls(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+               opt_state=tx.init(params), ema_params=params if ema else None)
+
 
 class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
@@ -50,24 +55,19 @@ class NonFiniteLossError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------------
-def model_name(model_config) -> str:
-  """`model.name`, with its trailing depth replaced by `model.depth` when that is set."""
-  name = model_config.name
-  if model_config.get("depth") is None:
-    return name
-  stem = name.rstrip("0123456789")
-  if stem == name:
-    raise ValueError(f"config.model.depth is set but model {name!r} has no depth in its name")
-  return f"{stem}{model_config.depth}"
-
-
 def create_model(config: ml_collections.ConfigDict, num_classes: int, *, axis_name: str | None = None,
                  **extra):
-  """The model named by `config.model`, with only the knobs the config sets (None keeps the model default)."""
-  overrides = {k: v for k, v in config.model.items() if k not in ("name", "depth") and v is not None}
-  overrides.update(extra)
-  return models.create(model_name(config.model), num_classes=num_classes, dtype=jnp.dtype(config.dtype),
-                       bn_axis_name=axis_name, **overrides)
+  """The network of `config.model` (its name and every knob it sets; None keeps the model default).
+
+  `axis_name` is the named batch axis BatchNorm synchronises over (the training model's, when
+  `config.sync_batch_stats`); without one, BatchNorm's device groups (`bn_axis_index_groups`) do not apply.
+  """
+  knobs = {k: v for k, v in config.model.items() if k != "name"}
+  if axis_name is None:
+    knobs["bn_axis_index_groups"] = None
+  knobs.update(extra)
+  return models.create(config.model.name, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
+                       bn_axis_name=axis_name, **knobs)
 
 
 def init_variables(model, rng: jax.Array, image_shape) -> dict:
@@ -75,14 +75,6 @@ def init_variables(model, rng: jax.Array, image_shape) -> dict:
   x = jnp.zeros((1, *image_shape), jnp.float32)
   variables = model.init({"params": rng, "dropout": rng}, x, train=False)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example softmax cross-entropy with optional label smoothing."""
-  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -100,7 +92,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, lab
   def loss_fn(params):
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
                                   train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"])
-    loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+    loss = metrics_lib.cross_entropy(logits, batch["label"], label_smoothing).mean()
     return loss, (logits, updates["batch_stats"])
 
   (_, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -123,7 +115,8 @@ def eval_step(state: TrainState, batch: dict, *, model):
   """Masked (sum, count) metrics of one device's slice of an evaluation batch, summed over `AXIS`.
 
   Besides loss and accuracy it measures each block's residual-branch signal: the standard deviation of the branch
-  output per example, averaged over examples (He et al. 2015, Fig. 7). Blocks skipped by `drop_blocks` are absent.
+  output per example, averaged over examples (He et al. 2015, Fig. 7). A block skipped by `drop_blocks` sows zeros,
+  so its signal is logged as 0.
   """
   params = state.params if state.ema_params is None else state.ema_params
   logits, inter = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"], train=False,
@@ -142,10 +135,18 @@ def branch_outputs(intermediates) -> dict[str, jax.Array]:
   return {path.rsplit("/", 1)[0]: values[0] for path, values in flat.items() if path.endswith("/branch")}
 
 
-def evaluate(state, eval_fn, strategy, batches) -> dict[str, float]:
-  """Runs `eval_fn` over every batch of an exact evaluation and returns the finalised metrics."""
+def make_eval_fn(model, strategy):
+  """`eval_step` of `model`, mapped over every device by `strategy` (compiled on first use, then reused)."""
+  return strategy.map_step(functools.partial(eval_step, model=model), donate_state=False)
+
+
+def evaluate(state, eval_fn, strategy, config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Runs `eval_fn` over every batch of the exact evaluation of `config.data.eval_split` (each example once,
+  padding masked) and returns the finalised metrics."""
+  from resnet_jax import data
+
   totals = None
-  for host_batch in batches:
+  for host_batch in data.eval_iterator(config.data, global_batch_size=config.eval_batch_size):
     _, sums = eval_fn(state, strategy.put_batch(host_batch))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return metrics_lib.finalize(jax.device_get(totals))
@@ -184,23 +185,27 @@ def build(config: ml_collections.ConfigDict, info) -> Parts:
     shapes = jax.eval_shape(functools.partial(init_variables, eval_model, image_shape=info.image_shape),
                             jax.random.PRNGKey(0))
     tx = optim.freeze_all_but(tx, shapes["params"], trainable_prefix="head")
-  ema = config.optimizer.ema_decay is not None
-
-  def make_state(variables):
-    params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
-                      opt_state=tx.init(params), ema_params=params if ema else None)
-
+  make_state = functools.partial(TrainState.create, tx=tx, ema=config.optimizer.ema_decay is not None)
   return Parts(info, num_classes, steps_per_epoch, plan, model, eval_model, schedule, tx, make_state)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The whole run
 # ----------------------------------------------------------------------------------------------------------------
+def check_model(config: ml_collections.ConfigDict) -> None:
+  """Builds the config's network (no parameters, no data) so that a bad name or knob fails before any data work.
+
+  Raises:
+    ValueError: from the model's own validation (unknown name, impossible knob combination, ...).
+  """
+  create_model(config, config.data.num_classes or 10, axis_name=AXIS if config.sync_batch_stats else None)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
   from resnet_jax import data  # Imports TensorFlow for the input pipeline; kept out of module import time.
 
+  check_model(config)
   enable_compilation_cache(config.compilation_cache_dir)
   is_main = jax.process_index() == 0
 
@@ -220,12 +225,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   variables = jax.jit(functools.partial(init_variables, parts.eval_model, image_shape=parts.info.image_shape))(
       init_rng)
   if config.init_from:
-    variables = ckpt_lib.merge_for_finetune(variables, ckpt_lib.load_params(config.init_from))
+    variables = finetune.merge_for_finetune(variables, finetune.load_params(config.init_from))
   state = jax.jit(parts.make_state, out_shardings=replicated)(variables)
 
   # -- Load checkpoint ------------------------------------------------------------------------------------------
   checkpointer = ckpt_lib.Checkpointer(
-      f"{workdir}/checkpoints", save_every_steps=plan.checkpoint_every, keep=config.keep_checkpoints,
+      f"{workdir}/{files.CHECKPOINT_DIR}", save_every_steps=plan.checkpoint_every, keep=config.keep_checkpoints,
       keep_every_steps=config.keep_checkpoint_every_steps)
   latest = checkpointer.latest_step()
   if latest is not None:
@@ -237,26 +242,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, is_main=is_main, start_step=start_step)
   reporting.save_config(config, workdir, is_main=is_main)
   logging.info("Training %s on %s: %d steps (%d per epoch) on %d devices in %d processes, from step %d.",
-               model_name(config.model), config.data.name, plan.total_steps, parts.steps_per_epoch,
+               config.model.name, config.data.name, plan.total_steps, parts.steps_per_epoch,
                jax.device_count(), jax.process_count(), start_step)
 
   # -- Update step ------------------------------------------------------------------------------------------------
   p_train = strategy.map_step(functools.partial(
       train_step, model=parts.model, tx=tx, rng=dropout_rng, label_smoothing=config.label_smoothing,
       ema_decay=config.optimizer.ema_decay, freeze_batch_stats=config.freeze_backbone))
-  p_eval = strategy.map_step(functools.partial(eval_step, model=parts.eval_model), donate_state=False)
+  p_eval = make_eval_fn(parts.eval_model, strategy)
 
   def run_eval(state, step):
     if not parts.info.num_eval:  # Synthetic data has nothing to evaluate on.
       return {}
-    batches = data.eval_iterator(config.data, global_batch_size=config.eval_batch_size)
-    results = evaluate(state, p_eval, strategy, batches)
+    results = evaluate(state, p_eval, strategy, config)
     reporter.write_eval(step, results)
     return results
 
   # -- Train loop -------------------------------------------------------------------------------------------------
-  train_batches = prefetch(data.train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed,
-                                               start_step=start_step), strategy.put_batch)
+  train_batches = parallel.prefetch(data.train_iterator(config.data, global_batch_size=config.batch_size,
+                                                        seed=config.seed, start_step=start_step),
+                                    strategy.put_batch)
   state = strategy.put_state(state)
   pending: list[tuple[int, Any]] = []  # (step, device metrics) not yet fetched: avoids a host sync per step.
   eval_results: dict[str, float] = {}
@@ -266,8 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     while step < plan.total_steps:
       batch = next(train_batches)
       if step == start_step:
-        p_train, flops = compile_step(p_train, state, batch)
-        reporter.set_step_flops(flops, dtype=config.dtype)
+        p_train, step_flops = compile_step(p_train, state, batch)
+        reporter.set_step_flops(step_flops, dtype=config.dtype)
         window_start = time.perf_counter()
       state, sums = p_train(state, batch)
       step += 1
@@ -303,17 +308,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.close()  # Waits for any save in flight, also when a step raised.
     reporter.close()
   if is_main:
-    reporting.write_json(f"{workdir}/done.json", {"step": step, **eval_results})
+    files.write_json(f"{workdir}/{files.DONE_FILE}", {"step": step, **eval_results})
   return eval_results
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluating a checkpoint (evaluate, predict and lesion studies)
+# ----------------------------------------------------------------------------------------------------------------
 def abstract(tree, sharding):
   """The shapes and dtypes of `tree` placed on `sharding`: a restore target."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
 def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
-  """(state, parts) of a run's checkpoint (the latest when `step` is None), placed replicated on all devices."""
+  """(state, parts) of a run's checkpoint (the latest when `step` is None), placed replicated on all devices.
+
+  Raises:
+    FileNotFoundError: the workdir holds no committed checkpoint (of that step).
+  """
   from resnet_jax import data
 
   parts = build(config, data.info(config.data))
@@ -321,22 +333,37 @@ def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, step: int 
   variables = jax.eval_shape(functools.partial(init_variables, parts.eval_model,
                                                image_shape=parts.info.image_shape), jax.random.PRNGKey(0))
   target = abstract(jax.eval_shape(parts.make_state, variables), replicated)
-  with ckpt_lib.Checkpointer(f"{workdir}/checkpoints", save_every_steps=1, keep=None) as checkpointer:
+  with ckpt_lib.Checkpointer(f"{workdir}/{files.CHECKPOINT_DIR}", save_every_steps=1, keep=None) as checkpointer:
     state, _ = checkpointer.restore(step, target)
   return state, parts
+
+
+class Evaluator(NamedTuple):
+  """A restored checkpoint, ready to be evaluated as it is or with model knobs changed (`evaluate(**knobs)`)."""
+  step: int
+  eval_model: Any
+  evaluate: Callable[..., dict[str, float]]
+
+
+def checkpoint_evaluator(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> Evaluator:
+  """Restores a run's checkpoint once; `evaluate(**knobs)` then evaluates it exactly on `config.data.eval_split`,
+  with knob overrides such as `drop_blocks=(3,)` applied to the network (none: the run's own network)."""
+  state, parts = restore_for_eval(config, workdir, step)
+  # restore_for_eval places the state replicated over all devices, the layout the shard_map strategy reads.
+  strategy = parallel.ShardMap(parallel.data_mesh())
+
+  def run(**knobs) -> dict[str, float]:
+    model = create_model(config, parts.num_classes, **knobs) if knobs else parts.eval_model
+    return evaluate(state, make_eval_fn(model, strategy), strategy, config)
+
+  return Evaluator(int(state.step), parts.eval_model, run)
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
                         **model_overrides) -> dict[str, float]:
   """Exact evaluation of a run's checkpoint on `config.data.eval_split`; knobs such as drop_blocks may be set."""
-  from resnet_jax import data
-
-  state, parts = restore_for_eval(config, workdir, step)
-  model = create_model(config, parts.num_classes, **model_overrides) if model_overrides else parts.eval_model
-  strategy = parallel.ShardMap(parallel.data_mesh())
-  p_eval = strategy.map_step(functools.partial(eval_step, model=model), donate_state=False)
-  batches = data.eval_iterator(config.data, global_batch_size=config.eval_batch_size)
-  return {"step": int(state.step), **evaluate(state, p_eval, strategy, batches)}
+  evaluator = checkpoint_evaluator(config, workdir, step)
+  return {"step": evaluator.step, **evaluator.evaluate(**model_overrides)}
 
 
 def _fetch_finite(pending, checkpointer) -> dict:
@@ -381,26 +408,13 @@ def compile_step(step_fn, state, batch):
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
   logging.info("Compiled the train step in %.1f s.", time.perf_counter() - start)
-  return compiled, reporting.step_flops(compiled)
-
-
-def prefetch(iterator, put, size: int = 2):
-  """Keeps `size` batches in flight on the devices ahead of the step that consumes them."""
-  import collections
-  queue = collections.deque()
-  for host_batch in iterator:
-    queue.append(put(host_batch))
-    if len(queue) > size:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
+  return compiled, flops_lib.step_flops(compiled)
 
 
 def enable_compilation_cache(directory: str | None) -> None:
   """Turns on JAX's persistent compilation cache so a relaunch does not recompile ('' or None disables it)."""
   if not directory:
     return
-  import os
   path = os.path.expanduser(directory)
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -9,6 +9,7 @@ they are given.
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Mapping
 
@@ -204,3 +205,83 @@ def from_torchvision(state_dict: Mapping[str, Any], name: str) -> Tree:
     raise ValueError("state_dict has no 'fc.weight': expected a full torchvision ResNet with its classifier")
   num_classes = int(_to_numpy(state_dict["fc.weight"]).shape[0])
   return _check_matches(variables, models.create(name, num_classes=num_classes), f"the {name} state_dict")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading weight files (experiments.convert_weights)
+# ----------------------------------------------------------------------------------------------------------------
+def keras_variables(weights, num_classes: int) -> dict:
+  """Variables of our v1 ResNet-50 from keras.applications.ResNet50 with `weights` (file, 'imagenet' or None)."""
+  if weights not in (None, "imagenet") and not os.path.isfile(weights):
+    raise ValueError(f"--keras_weights={weights}: no such file; give a Keras ResNet50 weights file, 'imagenet', or "
+                     "nothing (random weights).")
+  os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # Keep Keras off JAX: it only hands over arrays here.
+  import keras
+  model = keras.applications.ResNet50(weights=weights, classes=num_classes, classifier_activation=None)
+  return from_keras_resnet50(model)
+
+
+def _unwrap(state) -> dict:
+  """The state_dict inside what torch.load returned: a bare state_dict, or a training checkpoint holding one."""
+  if not isinstance(state, dict):
+    raise ValueError(f"--state_dict holds a {type(state).__name__}, not a state_dict; save it with "
+                     "torch.save(model.state_dict(), FILE).")
+  for key in ("state_dict", "model"):
+    if "fc.weight" not in state and isinstance(state.get(key), dict):
+      state = state[key]
+  # nn.DataParallel / DistributedDataParallel prefix every key with 'module.'.
+  return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def torchvision_variables(name: str, state_dict_file, weights_name) -> dict:
+  """Variables of our v1.5 network `name` from a saved torchvision state_dict, or from torchvision itself."""
+  if name not in TORCHVISION_NAMES:
+    raise ValueError(f"--model={name}: choose one of {list(TORCHVISION_NAMES)}.")
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise ImportError("--from=torchvision needs PyTorch: pip install torch (and torchvision to build the network "
+                      "without --state_dict), or convert Keras weights with --from=keras.") from error
+  if state_dict_file is not None:
+    if not os.path.isfile(state_dict_file):
+      raise ValueError(f"--state_dict={state_dict_file}: no such file.")
+    state = _unwrap(torch.load(state_dict_file, map_location="cpu", weights_only=True))
+  else:
+    try:
+      import torchvision  # pylint: disable=g-import-not-at-top
+    except ImportError as error:
+      raise ImportError("Without --state_dict the network is built by torchvision, which is not installed: pip "
+                        "install torchvision, or pass --state_dict=FILE.") from error
+    state = torchvision.models.get_model(name, weights=weights_name).state_dict()
+  return from_torchvision(state, name)
+
+
+def model_flags(source: str, name: str) -> str:
+  """The --config flags of the network the converted weights fit."""
+  knobs = KERAS_RESNET50_KNOBS if source == "keras" else {}
+  return " ".join([f"--config.model.name={name}", *(f"--config.model.{k}={v}" for k, v in knobs.items())])
+
+
+def convert(source: str, out: str, *, overwrite: bool = False, keras_weights: str | None = None,
+            num_classes: int = 1000, model: str = "resnet50", state_dict: str | None = None,
+            torchvision_weights: str | None = None) -> str:
+  """Converts published weights (`source` 'keras' or 'torchvision') into a weights directory for `init_from`.
+
+  Returns:
+    What was written and the --config flags of the matching network, as two lines for the console.
+
+  Raises:
+    ValueError: a missing input file, or weights that do not match the network.
+    ImportError: the source's library (Keras, torch) is not installed.
+  """
+  from resnet_jax import finetune
+
+  if source == "keras":
+    name, variables = "resnet50", keras_variables(keras_weights, num_classes)
+  else:
+    name, variables = model, torchvision_variables(model, state_dict, torchvision_weights)
+  finetune.save_params(out, variables, overwrite=overwrite)
+  count = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
+  classes = np.shape(variables["params"]["head"]["dense"]["kernel"])[-1]
+  return (f"Wrote {name} ({count:,} parameters, {classes} classes) from {source} to {out}.\n"
+          f"Fine-tune from it with: {model_flags(source, name)} --config.init_from={out}")

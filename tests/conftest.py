@@ -26,3 +26,9 @@ def shapes_data_dir(tmp_path_factory):
 def xla_cache_dir(tmp_path_factory):
   """A persistent compilation cache shared by the tests' training runs (in-process and subprocesses)."""
   return str(tmp_path_factory.mktemp("xla_cache"))
+
+
+@pytest.fixture
+def shapes_small(shapes_data_dir):
+  """The session's prepared shapes/small, as a trainer flag."""
+  return f"--config.data.data_dir={shapes_data_dir}"

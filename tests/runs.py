@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from resnet_jax import checkpoint as ckpt_lib
+from resnet_jax import finetune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -155,13 +155,13 @@ def wait_for(condition, proc: subprocess.Popen, *, what: str, timeout: float = 3
 
 def final_params(workdir):
   """{'params', 'batch_stats'} of a run's latest committed checkpoint, as numpy."""
-  return ckpt_lib.load_params(workdir)
+  return finetune.load_params(workdir)
 
 
 def train_records(workdir) -> dict[int, dict]:
   """step -> the train record of metrics.jsonl; fails on a step written twice."""
-  from resnet_jax import reporting
-  records = [r for r in reporting.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"]
+  from resnet_jax import files
+  records = [r for r in files.read_records(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"]
   steps = [r["step"] for r in records]
   assert len(steps) == len(set(steps)), f"steps logged twice: {steps}"
   return {r["step"]: r for r in records}
@@ -181,3 +181,12 @@ def assert_trees_close(a, b, *, rtol, atol):
 def without_head(tree: dict) -> dict:
   """A variables collection (e.g. params) without its classifier."""
   return {k: v for k, v in tree.items() if k != "head"}
+
+
+def data_config(**overrides):
+  """configs/default.py's `config.data` (every field the input pipeline reads) with `overrides` applied."""
+  from configs import default
+  config = default.get_config().data
+  for key, value in overrides.items():
+    config[key] = value
+  return config

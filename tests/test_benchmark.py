@@ -1,4 +1,5 @@
-"""experiments/benchmark.py and its peers: the JSON a run writes, the peer plan, the timing protocol."""
+"""The benchmark (resnet_jax.bench, experiments/benchmark.py) and its peers: the JSON a run writes, the peer plan,
+the timing protocol."""
 import importlib.util
 import json
 import os
@@ -7,8 +8,8 @@ import sys
 
 import pytest
 
-from experiments import benchmark
 from resnet_jax import xla_flags
+from resnet_jax.bench import peers, run, workload
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_DIR = os.path.join(REPO, "benchmarks", "peers")
@@ -95,38 +96,38 @@ def test_runs_where_tensorflow_ml_collections_and_clu_are_missing(tmp_path):
 
 
 def _workload(model="resnet50", **kw):
-  return benchmark.resolve_workload(model, platform_name="cpu", device_count=1, **kw)
+  return workload.resolve_workload(model, platform_name="cpu", device_count=1, **kw)
 
 
 def test_peer_plan_skips_with_the_reason():
   r50, r56 = _workload("resnet50", dtype="float32"), _workload("cifar_resnet56", dtype="float32")
-  assert benchmark.peer_skip_reason("torch_cifar", r50, "cpu") == \
+  assert peers.peer_skip_reason("torch_cifar", r50, "cpu") == \
       "peer 'torch_cifar' reproduces cifar_resnet20, cifar_resnet32, cifar_resnet44..., not resnet50"
-  assert benchmark.peer_skip_reason("torch_compile", r50, "cpu") == \
+  assert peers.peer_skip_reason("torch_compile", r50, "cpu") == \
       "peer 'torch_compile' runs on gpu, and this run is on cpu"
-  assert benchmark.peer_skip_reason("keras", r50, "gpu") == "peer 'keras' runs on cpu, and this run is on gpu"
-  absent = benchmark.Peer("x.py", ("resnet50",), ("json", "no_such_module_for_this_test"), ("cpu",))
-  assert benchmark.peer_skip_reason("x", r50, "cpu", absent) == \
+  assert peers.peer_skip_reason("keras", r50, "gpu") == "peer 'keras' runs on cpu, and this run is on gpu"
+  absent = peers.Peer("x.py", ("resnet50",), ("json", "no_such_module_for_this_test"), ("cpu",))
+  assert peers.peer_skip_reason("x", r50, "cpu", absent) == \
       "missing Python module(s) ['no_such_module_for_this_test']"
   torch_here = importlib.util.find_spec("torch") is not None
-  assert (benchmark.peer_skip_reason("torch_cifar", r56, "cpu") is None) == torch_here
+  assert (peers.peer_skip_reason("torch_cifar", r56, "cpu") is None) == torch_here
 
 
 def test_peer_command_carries_the_workload_and_protocol():
-  cmd = benchmark.peer_command("torch_cifar", _workload("cifar_resnet56", dtype="float32"), platform_name="cpu",
+  cmd = peers.peer_command("torch_cifar", _workload("cifar_resnet56", dtype="float32"), platform_name="cpu",
                                warmup=3, windows=5, window=4, out="r.json")
   assert cmd[1] == os.path.join(PEER_DIR, "torch_cifar_resnet.py")
   assert cmd[2:] == ["--batch=128", "--image_size=32", "--dtype=float32", "--device=cpu", "--warmup=3",
                      "--windows=5", "--window=4", "--out=r.json", "--depth=56"]
-  cmd = benchmark.peer_command("torch_compile", _workload(batch=256), platform_name="gpu", warmup=3, windows=5,
+  cmd = peers.peer_command("torch_compile", _workload(batch=256), platform_name="gpu", warmup=3, windows=5,
                                window=4, out="t.json")
   assert "--device=cuda" in cmd and "--compile_mode=default" in cmd and "--dtype=bfloat16" in cmd
 
 
 def test_unknown_peer_names_the_choices():
-  benchmark.check_peer_names(["keras", "torch_cifar"])
+  peers.check_peer_names(["keras", "torch_cifar"])
   with pytest.raises(ValueError, match=r"unknown peer\(s\) \['tf'\]; choose from \['keras', 'torch_cifar'"):
-    benchmark.check_peer_names(["keras", "tf"])
+    peers.check_peer_names(["keras", "tf"])
 
 
 def test_torchvision_peer_skips_itself_without_cuda(tmp_path):
@@ -147,7 +148,7 @@ def test_torchvision_peer_skips_itself_without_cuda(tmp_path):
 def test_defaults_follow_family_and_platform():
   cifar = _workload("cifar_resnet56")
   assert (cifar.batch, cifar.image_size, cifar.num_classes) == (128, 32, 10)
-  r50 = benchmark.resolve_workload("resnet50", platform_name="gpu", device_count=8)
+  r50 = workload.resolve_workload("resnet50", platform_name="gpu", device_count=8)
   assert (r50.batch, r50.image_size, r50.num_classes) == (256 * 8, 224, 1000)
   with pytest.raises(ValueError, match="--batch must be positive"):
     _workload(batch=0)
@@ -164,7 +165,7 @@ def _round(ours, peer, cpu_ours=1.0, cpu_peer=1.0, status="ok"):
 
 def test_rounds_pair_each_ratio_with_its_own_round():
   # Round 2 ran while the machine was busy for both sides: the paired ratios stay 2.0, 2.0 and 1.0.
-  result = benchmark.combine_rounds([_round(4.0, 2.0, 2.0, 6.0), _round(1.0, 0.5, 3.0, 3.0),
+  result = run.combine_rounds([_round(4.0, 2.0, 2.0, 6.0), _round(1.0, 0.5, 3.0, 3.0),
                                      _round(4.0, 4.0, 2.0, 2.0)])
   assert result["images_per_sec"] == 4.0 and result["step_time_s"] == 2.0
   assert result["mfu"] == pytest.approx(0.4)
@@ -174,28 +175,28 @@ def test_rounds_pair_each_ratio_with_its_own_round():
   assert peer["cpu_time_ratio"] == 1.0  # median of 3.0, 1.0 and 1.0
   assert [r["images_per_sec"] for r in result["rounds"]] == [4.0, 1.0, 4.0]
   # A peer that never ran keeps its skip record and gets no ratio.
-  skipped = benchmark.combine_rounds([_round(4.0, None, status="skipped")])
+  skipped = run.combine_rounds([_round(4.0, None, status="skipped")])
   assert skipped["peers"]["p"] == {"peer": "p", "status": "skipped"}
   with pytest.raises(ValueError, match="no rounds"):
-    benchmark.combine_rounds([])
+    run.combine_rounds([])
 
 
 def test_xla_flags_per_platform():
   cpu = " ".join(xla_flags.PLATFORM_XLA_FLAGS["cpu"])
-  assert benchmark.xla_flags_for("cpu", True) == cpu
-  assert benchmark.xla_flags_for("cpu", True, "--xla_dump_to=d") == cpu + " --xla_dump_to=d"
-  assert benchmark.xla_flags_for("cpu", False, "--xla_dump_to=d") == "--xla_dump_to=d"
+  assert run.xla_flags_for("cpu", True) == cpu
+  assert run.xla_flags_for("cpu", True, "--xla_dump_to=d") == cpu + " --xla_dump_to=d"
+  assert run.xla_flags_for("cpu", False, "--xla_dump_to=d") == "--xla_dump_to=d"
   # Disabling an HLO pass is a CPU measurement; it must never leak onto an accelerator's compiler.
-  assert benchmark.xla_flags_for("gpu", True) == ""
-  assert benchmark.xla_flags_for("tpu", True) == ""
+  assert run.xla_flags_for("gpu", True) == ""
+  assert run.xla_flags_for("tpu", True) == ""
 
 
 def test_timing_plan():
-  assert benchmark.timing_plan(20, 5) == (5, 4)
-  assert benchmark.timing_plan(2, 5) == (2, 1)
-  assert benchmark.timing_plan(7, 2) == (2, 3)
+  assert workload.timing_plan(20, 5) == (5, 4)
+  assert workload.timing_plan(2, 5) == (2, 1)
+  assert workload.timing_plan(7, 2) == (2, 3)
   with pytest.raises(ValueError, match="at least 1"):
-    benchmark.timing_plan(0, 5)
+    workload.timing_plan(0, 5)
 
 
 def test_peer_harness_runs_every_step_once():

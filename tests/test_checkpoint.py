@@ -10,67 +10,14 @@ import subprocess
 import sys
 import textwrap
 
-import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from resnet_jax import checkpoint
+from tests.states import State, _abstract, _assert_equal_trees, _host_state, _mesh, _on_mesh
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@flax.struct.dataclass
-class State:
-  """A train state shaped like the engine's: a dataclass of params, statistics, optimizer state and a step."""
-  step: jax.Array
-  params: dict
-  batch_stats: dict
-  opt_state: optax.OptState
-
-
-def _mesh(num_devices):
-  return Mesh(np.array(jax.devices()[:num_devices]), ("data",))
-
-
-def _sharding(leaf, mesh):
-  """Rows split over the mesh where they divide evenly (as for sharded optimizer state), else replicated."""
-  if np.ndim(leaf) >= 1 and np.shape(leaf)[0] % mesh.size == 0:
-    return NamedSharding(mesh, P("data"))
-  return NamedSharding(mesh, P())
-
-
-def _host_state(seed=0, num_classes=10):
-  rng = np.random.default_rng(seed)
-  params = {
-      "stem": {"kernel": rng.standard_normal((3, 3, 3, 8), np.float32)},
-      "head": {"kernel": rng.standard_normal((8, num_classes), np.float32),
-               "bias": rng.standard_normal((num_classes,), np.float32)},
-  }
-  batch_stats = {"stem_bn": {"mean": rng.standard_normal((8,), np.float32),
-                             "var": rng.random((8,), np.float32)}}
-  opt_state = optax.sgd(0.1, momentum=0.9).init(params)
-  opt_state = jax.tree.map(lambda x: np.asarray(x) + rng.standard_normal(np.shape(x), np.float32), opt_state)
-  return State(step=np.int32(seed), params=params, batch_stats=batch_stats, opt_state=opt_state)
-
-
-def _on_mesh(host_state, mesh):
-  return jax.tree.map(lambda x: jax.device_put(x, _sharding(x, mesh)), host_state)
-
-
-def _abstract(host_state, mesh):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=_sharding(x, mesh)),
-                      host_state)
-
-
-def _assert_equal_trees(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    assert np.asarray(x).dtype == np.asarray(y).dtype
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _checkpointer(directory, **kwargs):
@@ -312,105 +259,11 @@ def test_two_processes_stop_at_the_same_step(mode):
   procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS_SCRIPT, str(i), port, mode], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
   outputs = [p.communicate(timeout=180) for p in procs]
-  lines = [[l for l in out.splitlines() if l.startswith(("installed", "stop"))] for out, _ in outputs]
+  lines = [[text for text in out.splitlines() if text.startswith(("installed", "stop"))] for out, _ in outputs]
   assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
   installed = "installed False" if mode == "service" else "installed True"  # JAX owns SIGTERM with the service.
   assert lines[0][0] == lines[1][0] == installed
-  stops = [int(l[1].split()[1]) for l in lines]
+  stops = [int(line[1].split()[1]) for line in lines]
   assert stops[0] == stops[1] >= 5, lines
   if mode == "flag":
     assert stops[0] == 8  # The first multiple of agree_every_steps after the signal.
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# init_from: load_params, save_params, merge_for_finetune
-# ----------------------------------------------------------------------------------------------------------------
-def _variables(state):
-  return {"params": state.params, "batch_stats": state.batch_stats}
-
-
-def test_load_params_from_run_step_and_weights(tmp_path):
-  workdir = tmp_path / "run"
-  with _checkpointer(workdir / checkpoint.SUBDIR) as ckpt:
-    for step in (10, 20):
-      ckpt.save(step, _on_mesh(_host_state(seed=step), _mesh(4)))
-  want_20, want_10 = _variables(_host_state(seed=20)), _variables(_host_state(seed=10))
-  for path in (workdir, workdir / checkpoint.SUBDIR):  # The latest committed step.
-    _assert_equal_trees(checkpoint.load_params(path), want_20)
-  _assert_equal_trees(checkpoint.load_params(workdir / checkpoint.SUBDIR / "10"), want_10)
-
-  weights = tmp_path / "weights"
-  checkpoint.save_params(weights, want_10)
-  loaded = checkpoint.load_params(weights)
-  _assert_equal_trees(loaded, want_10)
-  assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(loaded))
-  with pytest.raises(ValueError, match="already exists"):
-    checkpoint.save_params(weights, want_20)
-  checkpoint.save_params(weights, want_20, overwrite=True)
-  _assert_equal_trees(checkpoint.load_params(weights), want_20)
-
-
-def test_load_params_bad_paths(tmp_path):
-  with pytest.raises(ValueError, match="does not exist"):
-    checkpoint.load_params(tmp_path / "nowhere")
-  with pytest.raises(ValueError, match="No committed checkpoint"):
-    checkpoint.load_params(tmp_path)
-  checkpoint.save_params(tmp_path / "w", _variables(_host_state()))
-  os.remove(tmp_path / "w" / checkpoint.COMMIT_MARKER)
-  with pytest.raises(ValueError, match="incomplete checkpoint"):
-    checkpoint.load_params(tmp_path / "w")
-  with pytest.raises(ValueError, match="'params'"):
-    checkpoint.save_params(tmp_path / "v", {"batch_stats": {}})
-
-
-def test_merge_for_finetune():
-  loaded = _variables(_host_state(seed=1, num_classes=10))
-  same = _variables(_host_state(seed=2, num_classes=10))
-  _assert_equal_trees(checkpoint.merge_for_finetune(same, loaded), loaded)
-
-  init = _variables(_host_state(seed=2, num_classes=5))  # Another class count: fresh head, loaded backbone.
-  merged = checkpoint.merge_for_finetune(init, loaded)
-  _assert_equal_trees(merged["params"]["head"], init["params"]["head"])
-  _assert_equal_trees(merged["params"]["stem"], loaded["params"]["stem"])
-  _assert_equal_trees(merged["batch_stats"], loaded["batch_stats"])
-
-  with pytest.raises(ValueError, match=r"'params/head/bias' has shape \(10,\) in the loaded weights but \(5,\)"):
-    checkpoint.merge_for_finetune(init, loaded, reinit_head_if_mismatch=False)
-
-  wide = _variables(_host_state(seed=2))
-  wide["params"]["stem"]["kernel"] = np.zeros((3, 3, 3, 16), np.float32)
-  with pytest.raises(ValueError, match=r"'params/stem/kernel' has shape \(3, 3, 3, 8\) in the loaded weights but "
-                                       r"\(3, 3, 3, 16\) in the model"):
-    checkpoint.merge_for_finetune(wide, loaded)
-
-  deeper = _variables(_host_state(seed=2))
-  deeper["params"]["block"] = {"kernel": np.zeros((2,), np.float32)}
-  with pytest.raises(ValueError, match="'params/block/kernel' \\(shape \\(2,\\)\\) of the model is not in the loaded"):
-    checkpoint.merge_for_finetune(deeper, loaded)
-  with pytest.raises(ValueError, match="'params/block/kernel' \\(shape \\(2,\\)\\) of the loaded weights is not in"):
-    checkpoint.merge_for_finetune(loaded, deeper)
-
-
-def test_finetune_a_real_model_on_other_classes(tmp_path):
-  """A ResNet's variables for 10 classes, saved, loaded into the same ResNet with 4 classes.
-
-  The variables have the model's real names and shapes (from jax.eval_shape); their values are random numbers,
-  which is all that merging looks at, and cost no compilation.
-  """
-  from resnet_jax import models
-  x = jnp.zeros((1, 32, 32, 3))
-
-  def init(num_classes, seed):
-    rng = jax.random.key(0)
-    model = models.create("cifar_resnet20", num_classes=num_classes)
-    shapes = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng}, x, train=False))
-    values = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: values.standard_normal(s.shape).astype(s.dtype), shapes)
-
-  source, target = init(10, seed=0), init(4, seed=1)
-  checkpoint.save_params(tmp_path / "w", source)
-  merged = checkpoint.merge_for_finetune(target, checkpoint.load_params(tmp_path / "w"))
-  _assert_equal_trees(merged["params"]["head"], target["params"]["head"])
-  backbone = {k: v for k, v in merged["params"].items() if k != "head"}
-  _assert_equal_trees(backbone, {k: v for k, v in source["params"].items() if k != "head"})
-  _assert_equal_trees(merged["batch_stats"], source["batch_stats"])

@@ -12,13 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import convert_weights
-from resnet_jax import checkpoint as ckpt_lib
-from resnet_jax import models
-from resnet_jax import weights
+from resnet_jax import finetune, models, weights
 from tests import runs
 
-# ../shared/REFERENCE.md: torchvision's ResNet-50 count; Keras's 25,636,712 less the conv biases folded into BN.
+# torchvision's documented ResNet-50 count; Keras's ResNet50 has 25,636,712: these plus the 79,680 conv biases that
+# fold into BatchNorm.
 RESNET50_PARAMS = 25_557_032
 
 
@@ -71,39 +69,40 @@ def test_keras_weights_file_converts_and_loads_for_finetuning(tmp_path, keras_mo
   assert (f"--config.model.name=resnet50 --config.model.variant=v1 --config.model.bn_epsilon=1.001e-05 "
           f"--config.init_from={out}") in output
 
-  loaded = ckpt_lib.load_params(out)
+  loaded = finetune.load_params(out)
   _assert_equal(loaded, weights.from_keras_resnet50(keras_model))  # The file's weights, exactly.
 
   # init_from into the matching network: every variable is the loaded one.
   same = _model_variables("resnet50", 1000, **weights.KERAS_RESNET50_KNOBS)
-  _assert_equal(ckpt_lib.merge_for_finetune(same, loaded), loaded)
+  _assert_equal(finetune.merge_for_finetune(same, loaded), loaded)
   # Fewer classes: the head is the model's own initialisation, everything else is loaded.
   fewer = _model_variables("resnet50", 10, **weights.KERAS_RESNET50_KNOBS)
-  merged = ckpt_lib.merge_for_finetune(fewer, loaded)
+  merged = finetune.merge_for_finetune(fewer, loaded)
   _assert_equal(merged["params"]["head"], fewer["params"]["head"])
   _assert_equal(runs.without_head(merged["params"]), runs.without_head(loaded["params"]))
   _assert_equal(merged["batch_stats"], loaded["batch_stats"])
   # Another depth does not fit: the first differing variable is named.
   with pytest.raises(ValueError, match=r"'batch_stats/stage2/block0/shortcut/bn/mean' has shape \(512,\) in the "
                                        r"loaded weights but \(128,\) in the model"):
-    ckpt_lib.merge_for_finetune(_model_variables("resnet18", 1000), loaded)
+    finetune.merge_for_finetune(_model_variables("resnet18", 1000), loaded)
 
 
 def test_random_keras_weights_and_bad_flags(tmp_path):
   out = str(tmp_path / "random")
   output = _convert("--from=keras", "--num_classes=7", f"--out={out}")
   assert "7 classes" in output
-  loaded = ckpt_lib.load_params(out)
+  loaded = finetune.load_params(out)
   assert loaded["params"]["head"]["dense"]["kernel"].shape == (2048, 7)
-  assert "exists; pass --overwrite" in _convert("--from=keras", f"--out={out}", expect_rc=1)
+  assert "exists; pass --overwrite" in _convert("--from=keras", f"--out={out}", expect_rc=2)
   assert "no such file" in _convert("--from=keras", "--keras_weights=missing.h5", f"--out={tmp_path / 'x'}",
-                                    expect_rc=1)
-  assert "--from" in _convert(f"--out={tmp_path / 'y'}", expect_rc=1)  # Required, with its choices.
+                                    expect_rc=2)
+  assert "--from" in _convert(f"--out={tmp_path / 'y'}", expect_rc=2)  # Required, with its choices.
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 def test_torchvision_state_dict_converts(tmp_path):
   import torch
+
   from tests.test_weights import torchvision_state_dict
   state = torchvision_state_dict("resnet18", 10, np.random.default_rng(0))
   path = str(tmp_path / "resnet18.pth")
@@ -111,28 +110,28 @@ def test_torchvision_state_dict_converts(tmp_path):
   out = str(tmp_path / "converted")
   output = _convert("--from=torchvision", "--model=resnet18", f"--state_dict={path}", f"--out={out}")
   assert f"--config.model.name=resnet18 --config.init_from={out}" in output
-  _assert_equal(ckpt_lib.load_params(out), weights.from_torchvision(state, "resnet18"))
+  _assert_equal(finetune.load_params(out), weights.from_torchvision(state, "resnet18"))
 
 
 def test_training_checkpoints_and_data_parallel_keys_are_unwrapped():
   state = {"conv1.weight": 1, "fc.weight": 2}
-  assert convert_weights._unwrap(state) == state
-  assert convert_weights._unwrap({"state_dict": {"module.conv1.weight": 1, "module.fc.weight": 2}}) == state
-  assert convert_weights._unwrap({"model": state, "epoch": 90}) == state
+  assert weights._unwrap(state) == state
+  assert weights._unwrap({"state_dict": {"module.conv1.weight": 1, "module.fc.weight": 2}}) == state
+  assert weights._unwrap({"model": state, "epoch": 90}) == state
   with pytest.raises(ValueError, match="not a state_dict"):
-    convert_weights._unwrap([1, 2])
+    weights._unwrap([1, 2])
 
 
 def test_torchvision_without_torch_is_a_clear_error(monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)  # What `import torch` meets where it is not installed.
   with pytest.raises(ImportError, match="needs PyTorch: pip install torch"):
-    convert_weights.torchvision_variables("resnet50", None, None)
+    weights.torchvision_variables("resnet50", None, None)
   with pytest.raises(ValueError, match="resnet51.*resnet50"):
-    convert_weights.torchvision_variables("resnet51", None, None)
+    weights.torchvision_variables("resnet51", None, None)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is not None,
                     reason="needs torch without torchvision")
 def test_torchvision_network_without_torchvision_is_a_clear_error():
   with pytest.raises(ImportError, match="pip install torchvision, or pass --state_dict"):
-    convert_weights.torchvision_variables("resnet50", None, None)
+    weights.torchvision_variables("resnet50", None, None)

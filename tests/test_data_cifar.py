@@ -5,13 +5,13 @@ reads the prepared TFRecord files itself to control the order).
 """
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from resnet_jax import data
 from resnet_jax.data import preprocess
+from tests import runs
 
 TRAIN_PER_FILE = 8  # 5 training files: 40 examples.
 NUM_TEST = 10
@@ -46,10 +46,8 @@ def cifar_dir(tmp_path_factory):
 
 
 def _config(data_dir):
-  return ml_collections.ConfigDict(dict(
-      name="cifar10", builder_config=None, data_dir=data_dir, preprocess="cifar", image_size=32, crop_fraction=0.875,
-      train_split="train", eval_split="test", shuffle_buffer=16, cache=True, num_parallel_calls=2,
-      num_classes=None))
+  return runs.data_config(name="cifar10", data_dir=data_dir, preprocess="cifar", image_size=32, eval_split="test",
+                          shuffle_buffer=16, cache=True, num_parallel_calls=2)
 
 
 def test_cifar10_round_trip(cifar_dir):

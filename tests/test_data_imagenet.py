@@ -3,15 +3,15 @@ import io
 import os
 import tarfile
 
-from absl import flags
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import flags
 
 from experiments import prepare_data
 from resnet_jax import data
+from tests import runs
 
 # First, second and last synsets in TFDS's label order: labels 0, 1 and 999.
 SYNSETS = ("n01440764", "n01443537", "n15075141")
@@ -85,10 +85,8 @@ def test_fake_imagenet_round_trip(tmp_path, capsys):
   assert val == expected_val
 
   # The project's pipelines read it with ImageNet preprocessing.
-  config = ml_collections.ConfigDict(dict(
-      name="imagenet2012", builder_config=None, data_dir=str(data_dir), preprocess="imagenet", image_size=32,
-      crop_fraction=0.875, train_split="train", eval_split="validation", shuffle_buffer=4, cache=False,
-      num_parallel_calls=2, num_classes=None))
+  config = runs.data_config(name="imagenet2012", data_dir=str(data_dir), image_size=32, shuffle_buffer=4,
+                            num_parallel_calls=2)
   assert data.info(config) == data.DatasetInfo(1000, 9, 5, (32, 32, 3))
   batches = list(data.eval_iterator(config, global_batch_size=2, process_index=0, process_count=1))
   assert len(batches) == 3
@@ -106,6 +104,6 @@ def test_imagenet_needs_a_manual_dir(tmp_path):
 
 
 def test_missing_imagenet_gives_the_prepare_command(tmp_path):
-  config = ml_collections.ConfigDict(dict(name="imagenet2012", data_dir=str(tmp_path), preprocess="imagenet"))
+  config = runs.data_config(name="imagenet2012", data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="(?s)not prepared.*--dataset=imagenet2012 .*--manual_dir="):
     data.info(config)

@@ -5,16 +5,16 @@ import shutil
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
-from resnet_jax import metrics
-from resnet_jax import data
-from resnet_jax.data import feed, pipeline, shapes
+from resnet_jax import data, metrics, parallel
+from resnet_jax.data import datasets, pipeline, shapes
+from tests import runs
 
 # 13 test examples: with shapes' balanced labels, one chunk of 13 holds labels 0, 1, 2 twice and 3..9 once.
 THIRTEEN = shapes.ShapesConfig(name="thirteen", num_train=64, num_test=13, description="13 test examples.")
@@ -28,12 +28,8 @@ def data_dir(shapes_data_dir):
 
 
 def _config(data_dir, **overrides):
-  config = ml_collections.ConfigDict(dict(
-      name="shapes", builder_config="small", data_dir=data_dir, preprocess="cifar", image_size=32,
-      crop_fraction=0.875, train_split="train", eval_split="test", shuffle_buffer=300, cache=False,
-      num_parallel_calls=-1, num_classes=None))
-  config.update(overrides)
-  return config
+  return runs.data_config(**{**dict(name="shapes", builder_config="small", data_dir=data_dir, preprocess="cifar",
+                                    image_size=32, eval_split="test", shuffle_buffer=300), **overrides})
 
 
 def _take(iterator, count):
@@ -84,11 +80,11 @@ def test_the_stream_does_not_depend_on_the_autotuner(data_dir):
 @pytest.mark.parametrize("cache", [False, True])
 def test_epochs_are_permutations_in_a_new_order(data_dir, cache):
   config = _config(data_dir, cache=cache)
-  builder = pipeline.builder_for(config)
-  records = pipeline._load_records(builder, "train") if cache else None
+  builder = datasets.builder_for(config)
+  records = datasets.load_records(builder, "train") if cache else None
   epochs = [[r for _, _, r in pipeline.epoch_records(builder, "train", seed=0, epoch=e, cache_records=records,
                                                   shuffle_buffer=300).as_numpy_iterator()] for e in (0, 1)]
-  stored = list(pipeline.split_records(builder, "train").as_numpy_iterator())
+  stored = list(datasets.split_records(builder, "train").as_numpy_iterator())
   for epoch in epochs:
     assert sorted(epoch) == sorted(stored)
   assert epochs[0] != epochs[1] and epochs[0] != stored
@@ -97,14 +93,14 @@ def test_epochs_are_permutations_in_a_new_order(data_dir, cache):
 @pytest.mark.parametrize("cache", [False, True])
 def test_two_processes_read_disjoint_parts_that_cover_the_split(data_dir, cache):
   config = _config(data_dir, cache=cache)
-  builder = pipeline.builder_for(config)
+  builder = datasets.builder_for(config)
   parts = []
   for index in range(2):
-    records = pipeline._load_records(builder, "train") if cache else None
+    records = datasets.load_records(builder, "train") if cache else None
     dataset = pipeline.epoch_records(builder, "train", seed=0, epoch=0, process_index=index, process_count=2,
                                      cache_records=records, local_batch=20, shuffle_buffer=300)
     parts.append([r for _, _, r in dataset.as_numpy_iterator()])
-  stored = list(pipeline.split_records(builder, "train").as_numpy_iterator())
+  stored = list(datasets.split_records(builder, "train").as_numpy_iterator())
   assert len(parts[0]) == len(parts[1]) == 1000
   assert not set(parts[0]) & set(parts[1])
   assert sorted(parts[0] + parts[1]) == sorted(stored)
@@ -151,7 +147,6 @@ def test_exact_eval_on_several_devices(data_dir, num_devices):
   config = _config(data_dir, builder_config="thirteen")
   global_batch = 4 * num_devices  # Batch 4 per device.
   mesh = Mesh(np.array(jax.devices()[:num_devices]), ("data",))
-  sharding = NamedSharding(mesh, P("data"))
 
   @jax.jit
   @functools.partial(jax.shard_map, mesh=mesh, in_specs=P("data"), out_specs=P())
@@ -162,8 +157,9 @@ def test_exact_eval_on_several_devices(data_dir, num_devices):
   steps = data.num_eval_steps(config, global_batch_size=global_batch, process_count=1)
   assert steps == -(-13 // global_batch)
   total, seen = None, 0
-  for batch in feed.prefetch(data.eval_iterator(config, global_batch_size=global_batch, process_index=0,
-                                                process_count=1), sharding):
+  put = parallel.ShardMap(mesh).put_batch
+  for batch in parallel.prefetch(data.eval_iterator(config, global_batch_size=global_batch, process_index=0,
+                                                    process_count=1), put):
     total = metrics.merge(total, eval_step(batch))
     seen += 1
   assert seen == steps

@@ -182,7 +182,7 @@ def test_describe_says_what_was_detected():
 
 def test_tensorflow_cpu_is_neither_imported_nor_touched():
   # With tensorflow-cpu (requirements.txt) there is nothing to hide, and importing TF would cost seconds.
-  code = ("import sys; from resnet_jax import distributed; distributed.hide_accelerators_from_tensorflow(); "
+  code = ("import sys; from resnet_jax import startup; startup.hide_accelerators_from_tensorflow(); "
           "print('tensorflow' in sys.modules, 'jax' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
   assert out.stdout.split() == ["False", "False"]

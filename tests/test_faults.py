@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import checkpoint as ckpt_lib
-from resnet_jax import train
+from resnet_jax import finetune, train
 from tests import runs
 
 NUM_STEPS = 24
@@ -115,10 +115,10 @@ def test_kill_9_and_half_written_checkpoints_then_rerun_resumes_from_last_comple
 
   planted = _plant_half_written(ckpt_dir, reference, saved[-1])
   assert ckpt_lib.complete_steps(ckpt_dir) == saved, context
-  runs.assert_trees_close(ckpt_lib.load_params(workdir),
-                          ckpt_lib.load_params(os.path.join(ckpt_dir, str(saved[-1]))), **EXACT)
+  runs.assert_trees_close(finetune.load_params(workdir),
+                          finetune.load_params(os.path.join(ckpt_dir, str(saved[-1]))), **EXACT)
   with pytest.raises(ValueError, match="incomplete checkpoint"):
-    ckpt_lib.load_params(os.path.join(ckpt_dir, str(NUM_STEPS)))
+    finetune.load_params(os.path.join(ckpt_dir, str(NUM_STEPS)))
 
   output = runs.run("experiments.train", args, devices=DEVICES)
   assert _resumed_from(output) == saved[-1], f"{context}, planted {planted}"
@@ -168,7 +168,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_a_finite_checkpoint(tmp_p
   saved = ckpt_lib.complete_steps(_ckpt_dir(workdir))
   assert saved[-1] == last_step == bad_step - 1  # Every step before it was saved (checkpoint_every_steps=1).
   for step in saved:
-    variables = ckpt_lib.load_params(os.path.join(_ckpt_dir(workdir), str(step)))
+    variables = finetune.load_params(os.path.join(_ckpt_dir(workdir), str(step)))
     for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
       assert np.isfinite(leaf).all(), f"{jax.tree_util.keystr(path)} is not finite in step {step}"
   assert not os.path.exists(os.path.join(workdir, "done.json"))
@@ -227,13 +227,13 @@ def _names(variables):
 
 @pytest.mark.parametrize("source, message", [
     ({"width": 1.0}, "has shape {loaded} in the loaded weights but {model} in the model"),  # Another width.
-    ({"depth": 32}, "of the loaded weights is not in the model"),  # A deeper network.
+    ({"name": "cifar_resnet32"}, "of the loaded weights is not in the model"),  # A deeper network.
 ])
 def test_init_from_incompatible_weights_names_the_first_mismatch(tmp_path, shapes_data_dir, xla_cache_dir,
                                                                   source, message):
   config = runs.tiny_config(shapes_data_dir, xla_cache_dir, init_from=str(tmp_path / "weights"))
   loaded = _variables_of(config, **source)
-  ckpt_lib.save_params(tmp_path / "weights", loaded)
+  finetune.save_params(tmp_path / "weights", loaded)
   model, loaded = _names(_variables_of(config)), _names(loaded)
   first = next(name for name in {**model, **loaded}
                if model.get(name) != loaded.get(name) and name.split("/")[1] != "head")  # A new head is fine.

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from resnet_jax import sweep
+from resnet_jax import config as config_lib
+from resnet_jax import files, lesion
 from tests import runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,10 +16,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _run_dir(tmp_path, shortcut):
   """A workdir holding the config.json a training run of `configs/shapes.py` with this shortcut would save."""
-  config = sweep.resolve_config(os.path.join(REPO, "configs", "shapes.py") + f":shortcut={shortcut}")
+  config = config_lib.resolve(os.path.join(REPO, "configs", "shapes.py"), [f"--config.model.shortcut={shortcut}"])
   workdir = tmp_path / f"run_{shortcut}"
   workdir.mkdir()
-  (workdir / sweep.CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+  (workdir / files.CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
   return str(workdir)
 
 
@@ -28,19 +29,19 @@ def _lesion(*args):
 
 
 def test_plain_networks_are_refused_with_the_reason(tmp_path):
-  config = sweep.load_run_config(_run_dir(tmp_path, "none"))
+  config = config_lib.load_run_config(_run_dir(tmp_path, "none"))
   with pytest.raises(ValueError, match="not defined for a plain network.*no identity path"):
-    sweep.check_lesion_defined(config.model)
+    lesion.check_defined(config.model)
   with pytest.raises(ValueError, match="plain network"):
-    sweep.lesion_study(config, str(tmp_path))  # Refused before any checkpoint is looked for.
+    lesion.study(config, str(tmp_path))  # Refused before any checkpoint is looked for.
 
 
 @pytest.mark.parametrize("shortcut", ["A", "B", "C"])
 def test_residual_networks_are_accepted(tmp_path, shortcut):
-  config = sweep.load_run_config(_run_dir(tmp_path, shortcut))
-  sweep.check_lesion_defined(config.model)
+  config = config_lib.load_run_config(_run_dir(tmp_path, shortcut))
+  lesion.check_defined(config.model)
   config.model.shortcut = None  # The model's default shortcut is residual too.
-  sweep.check_lesion_defined(config.model)
+  lesion.check_defined(config.model)
 
 
 def test_script_refuses_a_plain_run_without_a_traceback(tmp_path):
@@ -48,7 +49,7 @@ def test_script_refuses_a_plain_run_without_a_traceback(tmp_path):
   result = _lesion(f"--workdir={workdir}")
   assert result.returncode != 0
   assert "not defined for a plain network" in result.stderr and "Traceback" not in result.stderr
-  assert sorted(os.listdir(workdir)) == [sweep.CONFIG_FILE]  # Nothing written.
+  assert sorted(os.listdir(workdir)) == [files.CONFIG_FILE]  # Nothing written.
 
 
 def test_script_names_a_directory_that_is_not_a_run(tmp_path):
@@ -57,7 +58,7 @@ def test_script_names_a_directory_that_is_not_a_run(tmp_path):
 
 
 def test_lesion_row_reports_the_change_against_the_intact_network():
-  row = sweep.lesion_row(4, "stage2/block1", False, {"top1": 0.75, "loss": 0.9}, {"top1": 0.875})
+  row = lesion.row(4, "stage2/block1", False, {"top1": 0.75, "loss": 0.9}, {"top1": 0.875})
   assert row == {"block": 4, "path": "stage2/block1", "changes_shape": False, "top1": 0.75, "error": 0.25,
                  "loss": 0.9, "delta_top1": -0.125}
 
@@ -65,13 +66,13 @@ def test_lesion_row_reports_the_change_against_the_intact_network():
 def test_lesion_files_have_one_row_and_one_bar_per_block(tmp_path):
   baseline = {"top1": 0.9, "loss": 0.3}
   plan = [(f"stage{1 + i // 3}/block{i % 3}", i in (3, 6)) for i in range(9)]  # A ResNet-20's nine blocks.
-  rows = [sweep.lesion_row(i, path, changes, {"top1": 0.9 - 0.01 * i, "loss": 0.3}, baseline)
+  rows = [lesion.row(i, path, changes, {"top1": 0.9 - 0.01 * i, "loss": 0.3}, baseline)
           for i, (path, changes) in enumerate(plan)]
-  paths = sweep.write_lesion(str(tmp_path), sweep.LesionResult(step=390, baseline=baseline, rows=rows))
+  paths = lesion.write(str(tmp_path), lesion.LesionResult(step=390, baseline=baseline, rows=rows))
   assert [os.path.basename(p) for p in paths] == ["lesion.csv", "lesion.md", "lesion.png"]
   with open(tmp_path / "lesion.csv") as f:
     table = list(csv.DictReader(f))
-  assert list(table[0]) == list(sweep.LESION_COLUMNS)
+  assert list(table[0]) == list(lesion.COLUMNS)
   assert [r["path"] for r in table] == [p for p, _ in plan]
   assert [float(r["delta_top1"]) for r in table] == pytest.approx([-0.01 * i for i in range(9)])
   markdown = (tmp_path / "lesion.md").read_text()
@@ -84,16 +85,10 @@ def test_lesion_files_have_one_row_and_one_bar_per_block(tmp_path):
 TINY = runs.FOUR_STEP_FLAGS
 
 
-@pytest.fixture
-def shapes_small(shapes_data_dir):
-  """The session's prepared shapes/small, as a trainer flag."""
-  return f"--config.data.data_dir={shapes_data_dir}"
-
-
 @pytest.mark.slow
 def test_lesion_of_a_tiny_trained_resnet20_has_one_row_per_block(tmp_path, shapes_small):
   workdir = str(tmp_path / "run")
-  command = [sys.executable, "-m", "experiments.train", "--config=configs/shapes.py:shortcut=A",
+  command = [sys.executable, "-m", "experiments.train", "--config=configs/shapes.py", "--config.model.shortcut=A",
              f"--workdir={workdir}", *TINY, shapes_small]
   train = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert train.returncode == 0, train.stdout + train.stderr
@@ -108,6 +103,6 @@ def test_lesion_of_a_tiny_trained_resnet20_has_one_row_per_block(tmp_path, shape
   assert all(0.0 <= float(r["top1"]) <= 1.0 for r in rows)
   assert os.path.getsize(os.path.join(workdir, "lesion.png")) > 0
   # Every delta is relative to the intact network, which is the trained run's final evaluation.
-  final = json.load(open(os.path.join(workdir, sweep.DONE_FILE)))
+  final = json.load(open(os.path.join(workdir, files.DONE_FILE)))
   for row in rows:
     assert float(row["top1"]) - float(row["delta_top1"]) == pytest.approx(final["top1"], abs=1e-6)

@@ -11,8 +11,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _history(top1_train, top1_eval, loss, every=10):
   """Metrics records like the engine's: train lines every `every` steps, one eval line per eval value."""
-  records = [{"step": every * (i + 1), "split": "train", "loss": l, "top1": t}
-             for i, (t, l) in enumerate(zip(top1_train, loss))]
+  records = [{"step": every * (i + 1), "split": "train", "loss": value, "top1": t}
+             for i, (t, value) in enumerate(zip(top1_train, loss))]
   last = every * len(top1_train)
   records += [{"step": last * (i + 1) // len(top1_eval), "split": "eval", "top1": t, "loss": 1.0}
               for i, t in enumerate(top1_eval)]

@@ -1,4 +1,5 @@
-"""experiments/predict.py: a trained tiny run classifies PNG files written from the shapes test split.
+"""resnet_jax.predict and experiments/predict.py: a trained tiny run classifies PNG files written from the shapes
+test split.
 
 The PNGs are the dataset's own stored bytes, so the script's preprocessing can be held to the evaluation
 pipeline's exactly.
@@ -10,10 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import predict
-from resnet_jax import reporting
-from resnet_jax import train
-from resnet_jax.data import shapes
+from resnet_jax import config as config_lib
+from resnet_jax import predict, train
+from resnet_jax.data import datasets, shapes
 from tests import runs
 
 NUM_IMAGES = 3
@@ -31,13 +31,13 @@ def run_dir(tmp_path_factory, shapes_data_dir, xla_cache_dir):
 def images(tmp_path_factory, run_dir):
   """(paths, labels) of the first test images, written as the PNG bytes the dataset stores."""
   import tensorflow_datasets as tfds
-  from resnet_jax.data import pipeline
-  config = reporting.load_config(run_dir)
-  builder = pipeline.builder_for(config.data)
+
+  config = config_lib.load_run_config(run_dir)
+  builder = datasets.builder_for(config.data)
   features = builder.info.features
   directory = tmp_path_factory.mktemp("images")
   paths, labels = [], []
-  records = pipeline.split_records(builder, config.data.eval_split).take(NUM_IMAGES)
+  records = datasets.split_records(builder, config.data.eval_split).take(NUM_IMAGES)
   for i, record in enumerate(records):
     example = features.deserialize_example(record, decoders={"image": tfds.decode.SkipDecoding()})
     path = str(directory / f"image{i}.png")
@@ -51,7 +51,7 @@ def images(tmp_path_factory, run_dir):
 def _eval_pipeline_probabilities(run_dir):
   """Softmax of the run's model on the first test images as the evaluation pipeline feeds them."""
   from resnet_jax import data
-  config = reporting.load_config(run_dir)
+  config = config_lib.load_run_config(run_dir)
   batch = next(iter(data.eval_iterator(config.data, global_batch_size=config.eval_batch_size)))
   state, parts = train.restore_for_eval(config, run_dir)
   return batch, predict.probabilities(state, parts.eval_model, batch["image"][:NUM_IMAGES])
@@ -83,7 +83,7 @@ def test_predict_prints_top5_names_and_probabilities(run_dir, images):
 
 def test_images_are_preprocessed_exactly_like_the_eval_pipeline(run_dir, images):
   paths, labels = images
-  config = reporting.load_config(run_dir)
+  config = config_lib.load_run_config(run_dir)
   batch, want = _eval_pipeline_probabilities(run_dir)
   assert list(batch["label"][:NUM_IMAGES]) == labels  # The same examples, in the same order.
   got_images = predict.load_images(paths, config.data, batch["image"].shape[1:])
@@ -103,7 +103,7 @@ def test_format_top_k():
 
 
 def test_class_names(run_dir):
-  config = reporting.load_config(run_dir)
+  config = config_lib.load_run_config(run_dir)
   assert predict.class_names(config.data, 10) == list(shapes.CLASS_NAMES)
   # A config that asks for more classes than the dataset names (data.num_classes) numbers the rest.
   assert predict.class_names(config.data, 12)[10:] == ["class 10", "class 11"]
@@ -122,7 +122,7 @@ def test_imagenet_names_are_in_tfds_label_order():
 
 
 def test_bad_image_files_are_clear_errors(tmp_path, run_dir):
-  config = reporting.load_config(run_dir)
+  config = config_lib.load_run_config(run_dir)
   with pytest.raises(ValueError, match="nowhere.png: no such file"):
     predict.load_images([str(tmp_path / "nowhere.png")], config.data, (32, 32, 3))
   text = tmp_path / "notes.png"

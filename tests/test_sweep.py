@@ -1,4 +1,5 @@
-"""Sweeps: grid parsing, run naming and planning, resuming, the results table, atomic writes, ready-made ablations."""
+"""Sweeps: grids (resnet_jax.grid), planning and resuming (resnet_jax.sweep), results tables (resnet_jax.results),
+atomic writes, ready-made ablations, the script."""
 import csv
 import json
 import os
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from resnet_jax import sweep
+from resnet_jax import files, grid, results, sweep
 from tests import runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,98 +19,79 @@ SHAPES = os.path.join(REPO, "configs", "shapes.py")
 
 # --- Grid parsing ---------------------------------------------------------------------------------------------
 def test_parse_grid_keeps_axis_order_and_values_as_written():
-  axes = sweep.parse_grid("model.depth=20,56  shortcut=A,none")
-  assert axes == [sweep.Axis("model.depth", ("20", "56")), sweep.Axis("shortcut", ("A", "none"))]
-  assert [a.is_override for a in axes] == [True, False]
+  axes = grid.parse_grid("model.name=cifar_resnet20,cifar_resnet56  seed=0,1")
+  assert axes == [grid.Axis("model.name", ("cifar_resnet20", "cifar_resnet56")), grid.Axis("seed", ("0", "1"))]
 
 
 def test_tuple_values_keep_their_commas_and_spaces_inside_brackets():
-  (axis,) = sweep.parse_grid("model.head_hidden=(64,),(64, 64),(),[8,8]")
+  (axis,) = grid.parse_grid("model.head_hidden=(64,),(64, 64),(),[8,8]")
   assert axis.values == ("(64,)", "(64, 64)", "()", "[8,8]")
 
 
 def test_combinations_are_the_full_product_first_axis_slowest():
-  combos = sweep.combinations(sweep.parse_grid("a.x=1,2 b=p,q,r"))
+  combos = grid.combinations(grid.parse_grid("a.x=1,2 b=p,q,r"))
   assert len(combos) == 6
   assert combos[0] == {"a.x": "1", "b": "p"} and combos[1] == {"a.x": "1", "b": "q"}
   assert combos[-1] == {"a.x": "2", "b": "r"}
 
 
-@pytest.mark.parametrize("grid, message", [
+@pytest.mark.parametrize("text, message", [
     ("", "the grid is empty"),
     ("   ", "the grid is empty"),
-    ("model.depth", "has no '='"),
-    ("model.depth=", "empty value"),
-    ("model.depth=20,,56", "empty value"),
-    ("model.depth=20, model.x=1", "empty value"),
-    ("model.depth=20 model.depth=56", "appears twice"),
-    ("model.depth=20,20", "repeats the value"),
+    ("model.name", "has no '='"),
+    ("model.name=", "empty value"),
+    ("model.name=a,,b", "empty value"),
+    ("model.name=a, model.x=1", "empty value"),
+    ("model.name=a model.name=b", "appears twice"),
+    ("model.name=a,a", "repeats the value"),
     ("1model=2", "is not a config key"),
-    ("model..depth=2", "is not a config key"),
+    ("model..name=2", "is not a config key"),
     ("model.head_hidden=(64,", "unterminated bracket"),
     ("model.head_hidden=64)", "unbalanced"),
-    ("shortcut=(1,2)", "config-file argument"),
 ])
-def test_bad_grids_say_what_is_wrong(grid, message):
+def test_bad_grids_say_what_is_wrong(text, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-    sweep.parse_grid(grid)
+    grid.parse_grid(text)
 
 
 # --- Run naming ---------------------------------------------------------------------------------------------------
 def test_run_names_use_short_labels_and_filesystem_safe_values():
-  axes = sweep.parse_grid("model.depth=20 shortcut=none model.head_hidden=(64,64),() model.name='a/b'")
-  labels = sweep.axis_labels(axes)
-  names = [sweep.run_name(c, labels) for c in sweep.combinations(axes)]
-  assert names == ["depth=20,shortcut=none,head_hidden=64x64,name=a_b",
-                   "depth=20,shortcut=none,head_hidden=empty,name=a_b"]
+  axes = grid.parse_grid("model.width=0.5 model.shortcut=none model.head_hidden=(64,64),() data.name='a/b'")
+  labels = grid.axis_labels(axes)
+  names = [grid.run_name(c, labels) for c in grid.combinations(axes)]
+  assert names == ["width=0.5,shortcut=none,head_hidden=64x64,name=a_b",
+                   "width=0.5,shortcut=none,head_hidden=empty,name=a_b"]
 
 
 def test_axes_sharing_a_last_part_are_labelled_by_their_whole_key():
-  axes = sweep.parse_grid("model.name=a data.name=b seed=1")
-  assert sweep.axis_labels(axes) == {"model.name": "model.name", "data.name": "data.name", "seed": "seed"}
+  axes = grid.parse_grid("model.name=a data.name=b seed=1")
+  assert grid.axis_labels(axes) == {"model.name": "model.name", "data.name": "data.name", "seed": "seed"}
 
 
-# --- Planning (configs resolved as the trainer's flags would) --------------------------------------------------
+# --- Planning (configs resolved as the trainer resolves them) ----------------------------------------------------
+DEPTHS = "model.name=cifar_resnet20,cifar_resnet56"
+
+
 def test_plan_builds_each_runs_trainer_flags(tmp_path):
-  axes = sweep.parse_grid("model.depth=20,56 shortcut=A,none")
-  runs = sweep.plan(f"{SHAPES}:depth=32", [axes[0]], str(tmp_path), ["--config.num_steps=4"])
-  assert [r.name for r in runs] == ["depth=20", "depth=56"]
-  assert runs[1].args == (f"--config={SHAPES}:depth=32", f"--workdir={tmp_path}/depth=56", "--config.model.depth=56",
-                          "--config.num_steps=4")
-  runs = sweep.plan(f"{SHAPES}:depth=56", axes, str(tmp_path))
+  axes = grid.parse_grid(f"{DEPTHS} model.shortcut=A,none")
+  runs = sweep.plan(SHAPES, [axes[0]], str(tmp_path), ["--config.num_steps=4"])
+  assert [r.name for r in runs] == ["name=cifar_resnet20", "name=cifar_resnet56"]
+  assert runs[1].args == (f"--config={SHAPES}", f"--workdir={tmp_path}/name=cifar_resnet56",
+                          "--config.model.name=cifar_resnet56", "--config.num_steps=4")
+  runs = sweep.plan(SHAPES, axes, str(tmp_path))
   assert len(runs) == 4
-  assert runs[3].name == "depth=56,shortcut=none"
-  assert runs[3].args[0] == f"--config={SHAPES}:depth=56,shortcut=none"
-  assert runs[3].workdir == os.path.join(str(tmp_path), "depth=56,shortcut=none")
+  assert runs[3].name == "name=cifar_resnet56,shortcut=none"
+  assert runs[3].args[2:] == ("--config.model.name=cifar_resnet56", "--config.model.shortcut=none")
+  assert runs[3].workdir == os.path.join(str(tmp_path), "name=cifar_resnet56,shortcut=none")
   assert runs[3].command("python")[:3] == ["python", "-m", "experiments.train"]
 
 
-def test_resolve_config_types_values_like_the_trainer():
-  config = sweep.resolve_config(f"{SHAPES}:shortcut=none", [
-      "--config.model.depth=56", "--config.model.head_hidden=(64,64)", "--config.model.zero_init_residual=false",
-      "--config.model.dropout=0.5", "--config.data.builder_config=small"])
-  assert config.model.depth == 56 and config.model.shortcut == "none"
-  assert config.model.head_hidden == (64, 64)
-  assert config.model.zero_init_residual is False
-  assert config.model.dropout == 0.5 and config.data.builder_config == "small"
-
-
-def test_bare_top_level_fields_are_overrides_other_bare_keys_file_arguments(tmp_path):
-  runs = sweep.plan(SHAPES, sweep.parse_grid("seed=0,1 shortcut=A"), str(tmp_path))
+def test_top_level_fields_are_grid_keys_too(tmp_path):
+  runs = sweep.plan(SHAPES, grid.parse_grid("seed=0,1 model.shortcut=A"), str(tmp_path))
   assert [r.name for r in runs] == ["seed=0,shortcut=A", "seed=1,shortcut=A"]
-  assert runs[1].args[0] == f"--config={SHAPES}:shortcut=A"
   assert "--config.seed=1" in runs[1].args
   with pytest.raises(ValueError, match="grid key 'seed' is also set by --config.seed"):
-    sweep.plan(SHAPES, sweep.parse_grid("seed=0,1"), str(tmp_path), ["--config.seed=3"])
-
-
-def test_resolve_config_unsets_fields_given_none_like_the_trainer():
-  config = sweep.resolve_config(SHAPES, ["--config.num_epochs=None", "--config.num_steps=300",
-                                         "--config.eval_every_epochs=None", "--config.eval_every_steps=100"])
-  assert config.num_epochs is None and config.num_steps == 300
-  assert config.eval_every_epochs is None and config.eval_every_steps == 100
-  with pytest.raises(ValueError, match="unknown config key 'num_epoch'"):
-    sweep.resolve_config(SHAPES, ["--config.num_epoch=None"])
+    sweep.plan(SHAPES, grid.parse_grid("seed=0,1"), str(tmp_path), ["--config.seed=3"])
 
 
 def test_plan_checks_every_run_with_the_given_check(tmp_path):
@@ -121,34 +103,31 @@ def test_plan_checks_every_run_with_the_given_check(tmp_path):
       raise ValueError("no tanh here")
 
   with pytest.raises(ValueError, match="run activation=tanh: no tanh here"):
-    sweep.plan(SHAPES, sweep.parse_grid("model.activation=relu,tanh"), str(tmp_path), check=check)
+    sweep.plan(SHAPES, grid.parse_grid("model.activation=relu,tanh"), str(tmp_path), check=check)
   assert seen == ["relu", "tanh"]
 
 
-@pytest.mark.parametrize("grid, extra, message", [
-    ("model.dept=20,56", (), r"unknown config key 'model.dept'.*did you mean \['model.depth'\]"),
-    ("model.depth=twenty", (), "invalid literal for int"),
+@pytest.mark.parametrize("text, extra, message", [
+    ("model.nam=cifar_resnet20", (), r"unknown config field config.model.nam.*did you mean config.model.name"),
+    ("model.width=wide", (), "could not convert string to float"),
     ("model.zero_init_residual=maybe", (), "zero_init_residual"),
-    ("widht=1,2", (), "bad config argument 'widht=1'"),
-    ("model.depth=20", ("--config.model.depth=56",), "also set by --config.model.depth"),
-    ("depth=20", (), "also set by"),
-    ("model.depth=20", ("--config.num_step=4",), r"did you mean \['num_steps'"),
+    ("model.shortcut=A", ("--config.model.shortcut=B",), "also set by --config.model.shortcut"),
+    ("model.shortcut=A", ("--config.num_step=4",), r"did you mean config.num_steps"),
 ])
-def test_bad_grids_against_the_config_say_what_is_wrong(tmp_path, grid, extra, message):
-  spec = f"{SHAPES}:depth=56" if grid == "depth=20" else SHAPES
+def test_bad_grids_against_the_config_say_what_is_wrong(tmp_path, text, extra, message):
   with pytest.raises(ValueError, match=message):
-    sweep.plan(spec, sweep.parse_grid(grid), str(tmp_path), list(extra))
+    sweep.plan(SHAPES, grid.parse_grid(text), str(tmp_path), list(extra))
 
 
 def test_missing_config_file_is_named(tmp_path):
   with pytest.raises(ValueError, match="does not exist"):
-    sweep.plan(str(tmp_path / "nope.py"), sweep.parse_grid("model.depth=20"), str(tmp_path))
+    sweep.plan(str(tmp_path / "nope.py"), grid.parse_grid("model.shortcut=A"), str(tmp_path))
 
 
 # --- Status, resuming, the manifest --------------------------------------------------------------------------
 def _write_metrics(workdir, records, trailing=""):
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, sweep.METRICS_FILE), "w") as f:
+  with open(os.path.join(workdir, files.METRICS_FILE), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
     f.write(trailing)
 
@@ -169,7 +148,7 @@ def _records(train_top1, eval_top1, *, steps=(2, 4), start=1000.0):
 def test_run_status_done_resume_new(tmp_path):
   done, started, fresh = (str(tmp_path / n) for n in ("done", "started", "fresh"))
   _write_metrics(done, _records([0.1, 0.2], [0.3]))
-  sweep.write_json(os.path.join(done, sweep.DONE_FILE), {"step": 4})
+  files.write_json(os.path.join(done, files.DONE_FILE), {"step": 4})
   _write_metrics(started, _records([0.1, 0.2], [0.3]))
   os.makedirs(os.path.join(str(tmp_path), "checkpoint_only", "checkpoints"))
   assert sweep.run_status(done) == sweep.DONE
@@ -205,11 +184,11 @@ def fake_python(tmp_path):
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_execute_skips_finished_runs_resumes_interrupted_ones_and_reports_failures(tmp_path, fake_python, parallel):
   workdir = tmp_path / "sweep"
-  runs = sweep.plan(SHAPES, sweep.parse_grid("model.name=cifar_resnet20,cifar_resnet32,fail"),
+  runs = sweep.plan(SHAPES, grid.parse_grid("model.name=cifar_resnet20,cifar_resnet32,fail"),
                     str(workdir))
   finished, interrupted, failing = runs
   _write_metrics(finished.workdir, _records([0.1, 0.2], [0.3]))
-  sweep.write_json(os.path.join(finished.workdir, sweep.DONE_FILE), {})
+  files.write_json(os.path.join(finished.workdir, files.DONE_FILE), {})
   _write_metrics(interrupted.workdir, _records([0.1, 0.2], [0.3]))
   lines, finished_calls = [], []
   codes = sweep.execute(runs, parallel=parallel, python=fake_python, echo=lines.append, poll_seconds=0.05,
@@ -241,7 +220,7 @@ def _processes_mentioning(text):
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")
 def test_a_stopped_sweep_stops_its_trainers(tmp_path, fake_python):
-  runs = sweep.plan(SHAPES, sweep.parse_grid("model.name=sleep1,sleep2"), str(tmp_path / "sweep"))
+  runs = sweep.plan(SHAPES, grid.parse_grid("model.name=sleep1,sleep2"), str(tmp_path / "sweep"))
 
   def interrupt_at_second_start(line):
     if line.startswith("[start] " + runs[1].name):
@@ -255,21 +234,23 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path, fake_python):
 
 
 def test_manifest_refuses_to_resume_a_run_with_other_flags(tmp_path):
-  axes = sweep.parse_grid("model.depth=20,56")
+  axes = grid.parse_grid(DEPTHS)
   runs = sweep.plan(SHAPES, axes, str(tmp_path), ["--config.num_steps=4"])
-  sweep.write_json(str(tmp_path / sweep.MANIFEST), sweep.check_manifest(str(tmp_path), runs))
+  files.write_json(str(tmp_path / sweep.MANIFEST), sweep.check_manifest(str(tmp_path), runs))
   changed = sweep.plan(SHAPES, axes, str(tmp_path), ["--config.num_steps=8"])
   sweep.check_manifest(str(tmp_path), changed)  # Nothing started yet: any flags are fine.
   _write_metrics(runs[1].workdir, _records([0.1, 0.2], [0.3]))
-  with pytest.raises(ValueError, match="depth=56 .* was started with different flags"):
+  with pytest.raises(ValueError, match="name=cifar_resnet56 .* was started with different flags"):
     sweep.check_manifest(str(tmp_path), changed)
   # Recorded trainer time survives a replanning.
   sweep.add_seconds(str(tmp_path), runs[0].name, 7.0)
-  sweep.write_json(str(tmp_path / sweep.MANIFEST), sweep.check_manifest(str(tmp_path), runs))
+  files.write_json(str(tmp_path / sweep.MANIFEST), sweep.check_manifest(str(tmp_path), runs))
   assert sweep.recorded_seconds(str(tmp_path)) == {runs[0].name: 7.0}
   # Extending the grid keeps the old runs and adds the new.
-  extended = sweep.plan(SHAPES, sweep.parse_grid("model.depth=20,56,110"), str(tmp_path), ["--config.num_steps=4"])
-  assert sorted(sweep.check_manifest(str(tmp_path), extended)["runs"]) == ["depth=110", "depth=20", "depth=56"]
+  extended = sweep.plan(SHAPES, grid.parse_grid(f"{DEPTHS},cifar_resnet110"), str(tmp_path),
+                        ["--config.num_steps=4"])
+  assert sorted(sweep.check_manifest(str(tmp_path), extended)["runs"]) == [
+      "name=cifar_resnet110", "name=cifar_resnet20", "name=cifar_resnet56"]
 
 
 # --- Metrics and the results table ---------------------------------------------------------------------------
@@ -277,31 +258,31 @@ def test_read_metrics_skips_a_cut_line_and_keeps_the_latest_record_of_a_step(tmp
   records = [{"step": 2, "split": "train", "loss": 9.0}, {"step": 4, "split": "train", "loss": 8.0},
              {"step": 4, "split": "eval", "top1": 0.1}, {"step": 4, "split": "train", "loss": 7.0}]
   _write_metrics(str(tmp_path), records, trailing='{"step": 6, "split": "tr')
-  read = sweep.read_metrics(str(tmp_path / sweep.METRICS_FILE))
+  read = sweep.read_metrics(str(tmp_path))
   assert [(r["step"], r["split"], r.get("loss")) for r in read] == [(2, "train", 9.0), (4, "eval", None),
                                                                     (4, "train", 7.0)]
-  assert sweep.read_metrics(str(tmp_path / "absent.jsonl")) == []
+  assert sweep.read_metrics(str(tmp_path / "absent")) == []
 
 
 def test_summarize_final_and_best_errors_steps_and_wall_time():
-  summary = sweep.summarize(_records([0.25, 0.75], [0.5, 0.375]))
+  summary = results.summarize(_records([0.25, 0.75], [0.5, 0.375]))
   assert summary == {"final_train_loss": 1.5, "final_train_error": 0.25, "final_test_error": 0.625,
                      "best_test_error": 0.5, "steps": 4, "wall_time_s": 25.0}
-  assert sweep.summarize([]) == dict.fromkeys(summary)
+  assert results.summarize([]) == dict.fromkeys(summary)
 
 
 def test_signal_profile_is_in_network_order_from_the_last_eval():
-  profile = sweep.signal_profile(_records([0.1, 0.2], [0.3]))
+  profile = results.signal_profile(_records([0.1, 0.2], [0.3]))
   assert profile == [("stage1/block0", 0.5), ("stage1/block1", 0.6), ("stage2/block0", 0.7),
                      ("stage10/block0", 0.9)]
 
 
 def test_results_table_has_one_row_per_run_with_the_grid_columns(tmp_path):
-  axes = sweep.parse_grid("model.depth=20,56 shortcut=A,none")
+  axes = grid.parse_grid(f"{DEPTHS} model.shortcut=A,none")
   runs = sweep.plan(SHAPES, axes, str(tmp_path))
   for i, run in enumerate(runs[:3]):
     _write_metrics(run.workdir, _records([0.5, 0.5 + 0.1 * i], [0.5, 0.6]))
-  sweep.write_json(os.path.join(runs[0].workdir, sweep.DONE_FILE), {})
+  files.write_json(os.path.join(runs[0].workdir, files.DONE_FILE), {})
   sweep.add_seconds(str(tmp_path), runs[1].name, 30.0)
   sweep.add_seconds(str(tmp_path), runs[1].name, 12.5)  # A resumed run: the times add up.
   written = sweep.write_report(str(tmp_path), runs, axes, command="python -m experiments.sweep ...",
@@ -310,11 +291,12 @@ def test_results_table_has_one_row_per_run_with_the_grid_columns(tmp_path):
                                                          "signal.png"]
   with open(tmp_path / "results.csv") as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == ["run", "depth", "shortcut", "status", "final_train_loss", "final_train_error",
+  assert list(rows[0]) == ["run", "name", "shortcut", "status", "final_train_loss", "final_train_error",
                            "final_test_error", "best_test_error", "steps", "wall_time_s"]
   assert [r["run"] for r in rows] == [r.name for r in runs]
-  assert [(r["depth"], r["shortcut"], r["status"]) for r in rows] == [
-      ("20", "A", "finished"), ("20", "none", "incomplete"), ("56", "A", "failed"), ("56", "none", "not started")]
+  assert [(r["name"], r["shortcut"], r["status"]) for r in rows] == [
+      ("cifar_resnet20", "A", "finished"), ("cifar_resnet20", "none", "incomplete"), ("cifar_resnet56", "A", "failed"),
+      ("cifar_resnet56", "none", "not started")]
   # Wall time: the trainer time the sweep recorded, else the span of the metrics' time stamps.
   assert [r["wall_time_s"] for r in rows] == ["25.0", "42.5", "25.0", ""]
   assert float(rows[2]["final_train_error"]) == pytest.approx(0.3)
@@ -337,14 +319,14 @@ class _Unprintable:
 
 def test_results_files_are_never_left_half_written(tmp_path):
   path = str(tmp_path / "results.csv")
-  sweep.write_csv(path, [{"run": "a", "x": 1}], ["run", "x"])
+  results.write_csv(path, [{"run": "a", "x": 1}], ["run", "x"])
   before = open(path).read()
   rows = [{"run": "b", "x": 2}, {"run": "c", "x": _Unprintable()}]
   with pytest.raises(RuntimeError, match="crash while writing"):
-    sweep.write_csv(path, rows, ["run", "x"])
+    results.write_csv(path, rows, ["run", "x"])
   assert open(path).read() == before
   with pytest.raises(RuntimeError):
-    sweep.write_markdown(str(tmp_path / "results.md"), rows, ["run", "x"])
+    results.write_markdown(str(tmp_path / "results.md"), rows, ["run", "x"])
   assert sorted(os.listdir(tmp_path)) == ["results.csv"]
 
 
@@ -359,7 +341,7 @@ def test_every_ready_made_ablation_is_listed_and_plans(tmp_path):
   for name in EXPECTED_ABLATIONS:
     ablation = sweep.load_ablation(name)
     assert f"`{name}`" in readme and ablation.doc
-    runs = sweep.plan(os.path.join(REPO, ablation.config), sweep.parse_grid(ablation.grid), str(tmp_path),
+    runs = sweep.plan(os.path.join(REPO, ablation.config), grid.parse_grid(ablation.grid), str(tmp_path),
                       list(ablation.flags))
     assert len(runs) >= 2
 
@@ -368,10 +350,10 @@ def test_ablation_runs_pass_the_models_own_validation(tmp_path):
   pytest.importorskip("resnet_jax.train")  # The engine builds the model exactly as training will.
   for name in EXPECTED_ABLATIONS:
     ablation = sweep.load_ablation(name)
-    sweep.plan(os.path.join(REPO, ablation.config), sweep.parse_grid(ablation.grid), str(tmp_path),
+    sweep.plan(os.path.join(REPO, ablation.config), grid.parse_grid(ablation.grid), str(tmp_path),
                list(ablation.flags), check=sweep.check_model)
   with pytest.raises(ValueError, match="zero_init_residual"):
-    sweep.plan(SHAPES, sweep.parse_grid("shortcut=none model.zero_init_residual=true"), str(tmp_path),
+    sweep.plan(SHAPES, grid.parse_grid("model.shortcut=none model.zero_init_residual=true"), str(tmp_path),
                check=sweep.check_model)
 
 
@@ -387,7 +369,7 @@ def _sweep_script(*args, timeout=120):
 
 
 def test_script_rejects_a_bad_grid_with_its_message_and_no_traceback(tmp_path):
-  result = _sweep_script("--grid=model.depth=20 model.depth=56", f"--workdir={tmp_path}")
+  result = _sweep_script("--grid=model.shortcut=A model.shortcut=B", f"--workdir={tmp_path}")
   assert result.returncode != 0
   assert "appears twice" in result.stderr and "Traceback" not in result.stderr
   assert not os.listdir(tmp_path)
@@ -401,11 +383,11 @@ def test_script_names_the_valid_ablations(tmp_path):
 def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
   pytest.importorskip("resnet_jax.train")
   lines = []
-  codes = sweep.run_sweep(SHAPES, "model.depth=20,56", str(tmp_path / "sweep"), ["--config.num_steps=4"],
+  codes = sweep.run_sweep(SHAPES, DEPTHS, str(tmp_path / "sweep"), ["--config.num_steps=4"],
                           dry_run=True, echo=lines.append)
   assert codes == {}
-  assert [line.split()[:2] for line in lines] == [["new", "depth=20"], ["new", "depth=56"]]
-  assert "--config.model.depth=56 --config.num_steps=4" in lines[1]
+  assert [line.split()[:2] for line in lines] == [["new", "name=cifar_resnet20"], ["new", "name=cifar_resnet56"]]
+  assert "--config.model.name=cifar_resnet56 --config.num_steps=4" in lines[1]
   assert not os.path.exists(tmp_path / "sweep")
 
 
@@ -413,17 +395,11 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
 TINY = runs.FOUR_STEP_FLAGS
 
 
-@pytest.fixture
-def shapes_small(shapes_data_dir):
-  """The session's prepared shapes/small, as a trainer flag."""
-  return f"--config.data.data_dir={shapes_data_dir}"
-
-
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end_and_resume(tmp_path, shapes_small):
   workdir = tmp_path / "sweep"
-  args = ["--config=configs/shapes.py", "--grid=shortcut=A,none model.activation=relu,tanh", f"--workdir={workdir}",
-          *TINY, shapes_small]
+  args = ["--config=configs/shapes.py", "--grid=model.shortcut=A,none model.activation=relu,tanh",
+          f"--workdir={workdir}", *TINY, shapes_small]
   result = _sweep_script(*args, timeout=1200)
   assert result.returncode == 0, result.stdout + result.stderr
   with open(workdir / "results.csv") as f:
@@ -432,7 +408,7 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, shapes_small):
                                       "shortcut=none,activation=relu", "shortcut=none,activation=tanh"]
   assert all(r["status"] == "finished" and r["steps"] == "4" for r in rows)
   for row in rows:  # The table's test error is the engine's final evaluation.
-    final = json.load(open(workdir / row["run"] / sweep.DONE_FILE))
+    final = json.load(open(workdir / row["run"] / files.DONE_FILE))
     assert float(row["final_test_error"]) == pytest.approx(1.0 - final["top1"])
   for name in ("results.md", "loss.png", "error.png", "signal.png"):
     assert (workdir / name).stat().st_size > 0

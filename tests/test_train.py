@@ -8,14 +8,13 @@ import os
 
 import pytest
 
-from resnet_jax import reporting
-from resnet_jax import train
+from resnet_jax import files, train
 from tests.runs import assert_trees_close, final_params, finish, run_subprocess, tiny_config, tiny_flags
 
 
 def _check_run(workdir, results, *, log_every, eval_every, total):
   """metrics.jsonl has the expected lines, agrees with TensorBoard and with the returned results."""
-  records = reporting.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  records = files.read_records(os.path.join(workdir, "metrics.jsonl"))
   train_lines = [r for r in records if r["split"] == "train"]
   eval_lines = [r for r in records if r["split"] == "eval"]
   assert [r["step"] for r in train_lines] == list(range(log_every, total + 1, log_every))
@@ -27,8 +26,8 @@ def _check_run(workdir, results, *, log_every, eval_every, total):
 
   import tensorflow as tf
   events = {}
-  for root, _, files in os.walk(workdir):
-    for name in files:
+  for root, _, names in os.walk(workdir):
+    for name in names:
       if name.startswith("events.out.tfevents"):
         for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
           for value in event.summary.value:

@@ -65,7 +65,7 @@ def test_keras_without_classifier_is_rejected():
 # --- torchvision ---
 
 _TORCHVISION = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet50": ("bottleneck", (3, 4, 6, 3))}
-# ../shared/REFERENCE.md: torchvision's own parameter counts.
+# torchvision's documented parameter counts (torchvision.models weights metadata, `num_params`).
 _TORCHVISION_COUNTS = {"resnet18": 11_689_512, "resnet50": 25_557_032}
 
 

@@ -5,4 +5,4 @@ of its width (16 to 128 channels) on the 32x32 `shapes` images: feature maps of 
 """
 CONFIG = "configs/shapes.py"
 GRID = "model.stem_pool=max,avg"
-FLAGS = ("--config.model.name=resnet18", "--config.model.width=0.25", "--config.model.shortcut=B")
+FLAGS = ("--config.model.name=resnet18", "--config.model.width=0.25")

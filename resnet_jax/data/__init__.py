@@ -6,8 +6,10 @@ Public API (see pipeline.py for the design: sharding, deterministic order, exact
   eval_iterator(data_config, *, global_batch_size, process_index=None, process_count=None)
   num_eval_steps(data_config, *, global_batch_size, process_count=None)
   prepare(name, *, builder_config=None, data_dir=None, manual_dir=None)
-  feed.shard_to_mesh(host_batch, sharding), feed.prefetch(iterator, sharding, size=2)
   synthetic.train_iterator(...): batches drawn on the devices, no TensorFlow.
+
+Modules: `datasets` (TFDS builders, splits, sizes, normalisation statistics), `pipeline` (training and evaluation
+batches), `preprocess` (decoding and augmentation), `shapes` (the built-in dataset), `synthetic`.
 
 Importing this package registers the TFDS builder `shapes` (TFDS is imported, TensorFlow is not). The TFDS
 pipelines need TensorFlow and are loaded on first use, so that `import resnet_jax.data.synthetic`, and runs on
@@ -15,14 +17,16 @@ pipelines need TensorFlow and are loaded on first use, so that `import resnet_ja
 """
 import importlib
 
-from resnet_jax.data import shapes  # Registers the `shapes` builder with TFDS.
-from resnet_jax.data import synthetic
+from resnet_jax.data import (
+  shapes,  # Registers the `shapes` builder with TFDS.
+  synthetic,
+)
 from resnet_jax.data.dataset_info import DatasetInfo
 
-_PIPELINE_FUNCTIONS = ("prepare", "get_builder", "steps_per_epoch", "normalization_stats")
-_SUBMODULES = ("feed", "pipeline", "preprocess", "dataset_info")
+_DATASET_FUNCTIONS = ("prepare", "get_builder", "normalization_stats")
+_SUBMODULES = ("datasets", "pipeline", "preprocess", "dataset_info")
 
-__all__ = ["DatasetInfo", "info", "train_iterator", "eval_iterator", "num_eval_steps", *_PIPELINE_FUNCTIONS,
+__all__ = ["DatasetInfo", "info", "train_iterator", "eval_iterator", "num_eval_steps", *_DATASET_FUNCTIONS,
            "shapes", "synthetic", *_SUBMODULES]
 
 
@@ -30,13 +34,17 @@ def _pipeline():
   return importlib.import_module("resnet_jax.data.pipeline")
 
 
+def _datasets():
+  return importlib.import_module("resnet_jax.data.datasets")
+
+
 def _is_synthetic(data_config) -> bool:
   return data_config.name == synthetic.NAME
 
 
 def info(data_config) -> DatasetInfo:
-  """Number of classes, split sizes and preprocessed image shape (see `pipeline.info`)."""
-  return synthetic.info(data_config) if _is_synthetic(data_config) else _pipeline().info(data_config)
+  """Number of classes, split sizes and preprocessed image shape (see `datasets.info`)."""
+  return synthetic.info(data_config) if _is_synthetic(data_config) else _datasets().info(data_config)
 
 
 def train_iterator(data_config, *, global_batch_size: int, seed: int, start_step: int = 0, process_index=None,
@@ -61,8 +69,8 @@ def num_eval_steps(data_config, *, global_batch_size: int, process_count=None) -
 
 
 def __getattr__(name):
-  if name in _PIPELINE_FUNCTIONS:
-    return getattr(_pipeline(), name)
+  if name in _DATASET_FUNCTIONS:
+    return getattr(_datasets(), name)
   if name in _SUBMODULES:
     return importlib.import_module(f"resnet_jax.data.{name}")
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

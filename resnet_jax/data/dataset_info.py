@@ -15,9 +15,3 @@ class DatasetInfo(NamedTuple):
   num_train: int
   num_eval: int
   image_shape: tuple[int, int, int]
-
-
-def field(data_config, key: str, default=None):
-  """`data_config.key`, or `default` when the field is absent or None (configs and plain dicts alike)."""
-  value = data_config.get(key, None) if hasattr(data_config, "get") else getattr(data_config, key, None)
-  return default if value is None else value

@@ -30,184 +30,22 @@ process_count, the last one padded and masked; every process runs the same numbe
 (`num_eval_steps`), padding with fully masked batches where its part is shorter, so every example is counted
 exactly once.
 """
-import difflib
-import functools
 import math
 from collections.abc import Iterator
 
-from absl import logging
-import jax
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
+from absl import logging
 
-from resnet_jax.data import preprocess
-from resnet_jax.data import shapes  # pylint: disable=unused-import  (registers the `shapes` builder)
-from resnet_jax.data import synthetic
-from resnet_jax.data.dataset_info import DatasetInfo, field
+from resnet_jax.data import datasets, preprocess
 
-SYNTHETIC = synthetic.NAME
-# Shown when a name is unknown; any TFDS image-classification dataset with 'image' and 'label' features works.
-COMMON_DATASETS = ("shapes", "cifar10", "cifar100", "imagenet2012", "imagenette", SYNTHETIC)
 # Files read at once when streaming: enough to mix records from several files and overlap their I/O.
 _CYCLE_LENGTH = 16
-# Training images over which a dataset without known statistics is measured for 'cifar' normalisation.
-_STATS_EXAMPLES = 1024
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Datasets, splits and shards
+# The order of an epoch
 # ----------------------------------------------------------------------------------------------------------------
-def prepare_command(name: str, builder_config=None, data_dir=None) -> str:
-  """The shell command that prepares a dataset."""
-  command = f"python -m experiments.prepare_data --dataset={name}"
-  if builder_config:
-    command += f" --builder_config={builder_config}"
-  if data_dir:
-    command += f" --data_dir={data_dir}"
-  if name.startswith("imagenet2012"):
-    command += " --manual_dir=DIR_WITH_ILSVRC2012_TARS"
-  return command
-
-
-def get_builder(name: str, builder_config=None, data_dir=None, *, require_prepared: bool = True):
-  """The TFDS builder of a dataset.
-
-  Raises:
-    ValueError: the name or builder config is unknown (the message lists the known ones), or the dataset is not
-      prepared in `data_dir` (the message gives the command that prepares it).
-  """
-  if name == SYNTHETIC:
-    raise ValueError(f"{SYNTHETIC!r} is not a TFDS dataset: use resnet_jax.data (which dispatches it) or "
-                     "resnet_jax.data.synthetic.")
-  kwargs = {"data_dir": data_dir}
-  if builder_config:
-    kwargs["config"] = builder_config
-  try:
-    builder = tfds.builder(name, **kwargs)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(_unknown_name_message(name)) from None
-  except ValueError as error:
-    if builder_config and "config" in str(error).lower():
-      configs = [c.name for c in tfds.builder_cls(name.split("/")[0]).BUILDER_CONFIGS]
-      raise ValueError(f"Unknown builder config {builder_config!r} for dataset {name!r}; choose one of {configs}."
-                       ) from error
-    raise
-  if require_prepared and not builder.is_prepared():
-    raise ValueError(
-        f"Dataset {name!r} (builder config {builder.builder_config.name if builder.builder_config else None}) is "
-        f"not prepared in {builder.data_dir}. Prepare it with:\n  "
-        f"{prepare_command(name, builder_config, data_dir)}")
-  return builder
-
-
-def _unknown_name_message(name: str) -> str:
-  known = tfds.list_builders(with_community_datasets=False)
-  close = difflib.get_close_matches(name, known + [SYNTHETIC], n=5, cutoff=0.6)
-  hint = f" Did you mean {', '.join(close)}?" if close else ""
-  return (f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(COMMON_DATASETS)}, or any other of the "
-          f"{len(known)} TFDS datasets (tfds.list_builders()) that has image and label features.")
-
-
-def builder_for(data_config, *, require_prepared: bool = True):
-  """`get_builder` for a data config."""
-  return get_builder(data_config.name, field(data_config, "builder_config"), field(data_config, "data_dir"),
-                     require_prepared=require_prepared)
-
-
-def prepare(name: str, *, builder_config=None, data_dir=None, manual_dir=None):
-  """Downloads (or reads from `manual_dir`) and prepares a TFDS dataset; returns its builder.
-
-  For 'imagenet2012', `manual_dir` must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.
-  """
-  builder = get_builder(name, builder_config, data_dir, require_prepared=False)
-  if name.startswith("imagenet2012") and not manual_dir:
-    raise ValueError(f"{name} needs --manual_dir: a directory holding ILSVRC2012_img_train.tar and "
-                     "ILSVRC2012_img_val.tar (from https://image-net.org/download-images).")
-  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-  builder.download_and_prepare(download_config=download_config)
-  return builder
-
-
-def _resolve_processes(process_index, process_count) -> tuple[int, int]:
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}.")
-  return process_index, process_count
-
-
-def _local_batch_size(global_batch_size: int, process_count: int) -> int:
-  if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(f"The global batch size ({global_batch_size}) must be a positive multiple of the number of "
-                     f"processes ({process_count}).")
-  return global_batch_size // process_count
-
-
-def _process_split(split: str, process_index: int, process_count: int):
-  """This process's contiguous part of `split` (sizes differ by at most one example between processes)."""
-  if process_count == 1:
-    return split
-  return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
-
-
-def _split_info(builder, split):
-  try:
-    return builder.info.splits[split]
-  except (KeyError, ValueError) as error:
-    raise ValueError(f"Unknown split {split!r} for {builder.name}; it has {sorted(builder.info.splits)}."
-                     ) from error
-
-
-def _train_split(data_config) -> str:
-  return field(data_config, "train_split", "train")
-
-
-def _eval_split(data_config, builder) -> str:
-  default = "validation" if "validation" in builder.info.splits else "test"
-  return field(data_config, "eval_split", default)
-
-
-def _family(data_config) -> str:
-  default = "imagenet" if data_config.name.startswith("imagenet") else "cifar"
-  return field(data_config, "preprocess", default)
-
-
-def _channels(data_config, builder) -> int:
-  if _family(data_config) == "imagenet":
-    return 3
-  shape = builder.info.features["image"].shape
-  return shape[-1] if shape and shape[-1] else 3
-
-
-def _image_size(data_config, builder) -> int:
-  shape = builder.info.features["image"].shape
-  stored = shape[0] if shape and shape[0] and shape[0] == shape[1] else None
-  return field(data_config, "image_size", stored or 224)
-
-
-def info(data_config) -> DatasetInfo:
-  """Number of classes, split sizes and the preprocessed image shape of a config's dataset."""
-  builder = builder_for(data_config)
-  size = _image_size(data_config, builder)
-  return DatasetInfo(
-      num_classes=field(data_config, "num_classes", builder.info.features["label"].num_classes),
-      num_train=_split_info(builder, _train_split(data_config)).num_examples,
-      num_eval=_split_info(builder, _eval_split(data_config, builder)).num_examples,
-      image_shape=(size, size, _channels(data_config, builder)))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Records
-# ----------------------------------------------------------------------------------------------------------------
-def _file_instructions(builder, split) -> tuple[list[str], list[int], list[int]]:
-  if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
-    raise ValueError(f"{builder.name} is stored as {builder.info.file_format.value}; this pipeline reads TFRecord "
-                     "files: prepare the dataset again with the default file format.")
-  instructions = [i for i in _split_info(builder, split).file_instructions if i.take > 0]
-  return ([i.filename for i in instructions], [i.skip for i in instructions], [i.take for i in instructions])
-
-
 def _read_files(filenames, skips, takes) -> tf.data.Dataset:
   """Records of (filename, skip, take) triples, in the order given, with several files read at once."""
   files = tf.data.Dataset.from_tensor_slices((filenames, tf.cast(skips, tf.int64), tf.cast(takes, tf.int64)))
@@ -215,14 +53,6 @@ def _read_files(filenames, skips, takes) -> tf.data.Dataset:
       lambda name, skip, take: tf.data.TFRecordDataset(name, buffer_size=1 << 20).skip(skip).take(take),
       cycle_length=max(1, min(_CYCLE_LENGTH, len(filenames))), num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True)
-
-
-def split_records(builder, split) -> tf.data.Dataset:
-  """Serialized records of `split` (a split name or `tfds.even_splits` part) in their stored order."""
-  filenames, skips, takes = _file_instructions(builder, split)
-  files = tf.data.Dataset.from_tensor_slices((tf.constant(filenames, tf.string), tf.constant(skips, tf.int64),
-                                              tf.constant(takes, tf.int64)))
-  return files.flat_map(lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take))
 
 
 def _streamed_epoch(filenames, skips, takes, epoch_seed, window: int) -> tf.data.Dataset:
@@ -274,65 +104,13 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
       return k, index, tf.gather(cache_records, permutation[index])
     return positions.map(record)
   epoch_seed = _fold(_fold(preprocess.example_seed(seed), process_index), epoch)
-  part = _process_split(split, process_index, process_count)
-  filenames, skips, takes = _file_instructions(builder, part)
+  part = datasets.process_split(split, process_index, process_count)
+  filenames, skips, takes = datasets.file_instructions(builder, part)
   records = _streamed_epoch(tf.constant(filenames), tf.constant(skips, tf.int64), tf.constant(takes, tf.int64),
                             epoch_seed, shuffle_buffer)
   # Ids above 2**40 per process keep the augmentation seeds of different processes apart.
   offset = tf.constant(process_index, tf.int64) * (1 << 40)
   return records.enumerate().skip(skip).map(lambda k, r: (k, offset + k, r))
-
-
-def _load_records(builder, split) -> tf.Tensor:
-  """All serialized records of a split (part), as one in-memory string tensor."""
-  num_examples = _split_info(builder, split).num_examples
-  return split_records(builder, split).batch(max(num_examples, 1)).get_single_element()
-
-
-def _parse_fn(builder):
-  features = builder.info.features
-  decoders = {"image": tfds.decode.SkipDecoding()}
-
-  def parse(record):
-    example = features.deserialize_example(record, decoders=decoders)
-    return example["image"], tf.cast(example["label"], tf.int32)
-  return parse
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Normalisation statistics
-# ----------------------------------------------------------------------------------------------------------------
-def normalization_stats(data_config, builder=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """Per-channel (mean, std) on the 0-255 scale used to normalise a config's images.
-
-  'imagenet' preprocessing uses ImageNet's statistics. 'cifar' preprocessing uses the dataset's own: known values
-  for CIFAR-10/100, otherwise measured on the first `_STATS_EXAMPLES` training images in stored order (the same on
-  every process and in every run).
-  """
-  if _family(data_config) == "imagenet":
-    return preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD
-  name = data_config.name.split("/")[0]
-  if name in preprocess.KNOWN_STATS:
-    return preprocess.KNOWN_STATS[name]
-  builder = builder or builder_for(data_config)
-  return _measured_stats(data_config.name, field(data_config, "builder_config"), field(data_config, "data_dir"),
-                         _train_split(data_config), _image_size(data_config, builder),
-                         _channels(data_config, builder))
-
-
-@functools.lru_cache(maxsize=32)
-def _measured_stats(name, builder_config, data_dir, split, size, channels):
-  builder = get_builder(name, builder_config, data_dir)
-  parse = _parse_fn(builder)
-  decode = preprocess.eval_fn("cifar", image_size=size, channels=channels)
-  images = split_records(builder, split).take(_STATS_EXAMPLES).map(
-      lambda record: decode(parse(record)[0]), num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-  pixels = np.concatenate([b.reshape(-1, channels) for b in images.batch(256).as_numpy_iterator()])
-  pixels = pixels.astype(np.float64)
-  mean, std = tuple(pixels.mean(0).tolist()), tuple(np.maximum(pixels.std(0), 1.0).tolist())
-  logging.info("Normalisation statistics of %s measured on %d training images: mean %s, std %s", name,
-               len(pixels) // (size * size), np.round(mean, 2), np.round(std, 2))
-  return mean, std
 
 
 def _options(data_config) -> tf.data.Options:
@@ -341,12 +119,12 @@ def _options(data_config) -> tf.data.Options:
   # One thread per map call; parallelism comes from num_parallel_calls (many small ops would contend otherwise).
   options.threading.max_intra_op_parallelism = 1
   # Without the autotuner, AUTOTUNE parallelism means one call per core and prefetch buffers grow on demand.
-  options.autotune.enabled = bool(field(data_config, "autotune", True))
+  options.autotune.enabled = bool(data_config.autotune)
   return options
 
 
 def _parallel_calls(data_config) -> int:
-  calls = field(data_config, "num_parallel_calls", -1)
+  calls = data_config.num_parallel_calls
   return tf.data.AUTOTUNE if calls == -1 else calls
 
 
@@ -369,25 +147,26 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
   example sits in the epoch's order, used to count skipped corrupt records). See the module docstring for the
   order; `train_iterator` is the public entry point.
   """
-  builder = builder or builder_for(data_config)
+  builder = builder or datasets.builder_for(data_config)
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
-  local_batch = _local_batch_size(global_batch_size, process_count)
-  split = _train_split(data_config)
-  steps = steps_per_epoch(_split_info(builder, split).num_examples, global_batch_size)
+  local_batch = datasets.local_batch_size(global_batch_size, process_count)
+  split = datasets.train_split(data_config)
+  steps = steps_per_epoch(datasets.split_info(builder, split).num_examples, global_batch_size)
   per_epoch = steps * local_batch
   start_epoch, start_offset = divmod(start_step, steps)
   start_offset *= local_batch
 
-  size = _image_size(data_config, builder)
-  augment = preprocess.train_fn(_family(data_config), image_size=size, channels=_channels(data_config, builder),
-                                crop_fraction=field(data_config, "crop_fraction", 0.875))
-  parse = _parse_fn(builder)
-  mean, std = normalization_stats(data_config, builder)
+  size = datasets.image_size(data_config, builder)
+  augment = preprocess.train_fn(datasets.family(data_config), image_size=size,
+                                channels=datasets.channels(data_config, builder),
+                                crop_fraction=data_config.crop_fraction)
+  parse = datasets.parse_fn(builder)
+  mean, std = datasets.normalization_stats(data_config, builder)
   cache_records = None
-  if field(data_config, "cache", False):
-    cache_records = _load_records(builder, split)
-  shuffle_buffer = field(data_config, "shuffle_buffer", 10_000)
+  if data_config.cache:
+    cache_records = datasets.load_records(builder, split)
+  shuffle_buffer = data_config.shuffle_buffer
   calls = _parallel_calls(data_config)
 
   def example(epoch, position, example_id, record):
@@ -431,11 +210,12 @@ def train_iterator(data_config, *, global_batch_size: int, seed: int, start_step
     Iterator of {'image': float32 [B, H, W, C] normalised, 'label': int32 [B]}, B = global_batch_size //
     process_count. Every epoch has `num_train // global_batch_size` batches.
   """
-  process_index, process_count = _resolve_processes(process_index, process_count)
-  builder = builder_for(data_config)
+  process_index, process_count = datasets.resolve_processes(process_index, process_count)
+  builder = datasets.builder_for(data_config)
   dataset = train_dataset(data_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
                           process_index=process_index, process_count=process_count, builder=builder)
-  steps = steps_per_epoch(_split_info(builder, _train_split(data_config)).num_examples, global_batch_size)
+  steps = steps_per_epoch(datasets.split_info(builder, datasets.train_split(data_config)).num_examples,
+                          global_batch_size)
   first_offset = (start_step % steps) * (global_batch_size // process_count)
   return _count_skipped(dataset.as_numpy_iterator(), first_offset, data_config.name)
 
@@ -461,34 +241,34 @@ def _count_skipped(batches, first_offset: int, name: str):
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------------
 def _part_sizes(builder, split, process_count) -> list[int]:
-  return [_split_info(builder, _process_split(split, i, process_count)).num_examples
+  return [datasets.split_info(builder, datasets.process_split(split, i, process_count)).num_examples
           for i in range(process_count)]
 
 
 def num_eval_steps(data_config, *, global_batch_size: int, process_count=None) -> int:
   """Evaluation batches per process: enough for the largest process part, the same on every process."""
-  _, process_count = _resolve_processes(0, process_count)
-  local_batch = _local_batch_size(global_batch_size, process_count)
-  builder = builder_for(data_config)
-  largest = max(_part_sizes(builder, _eval_split(data_config, builder), process_count))
+  _, process_count = datasets.resolve_processes(0, process_count)
+  local_batch = datasets.local_batch_size(global_batch_size, process_count)
+  builder = datasets.builder_for(data_config)
+  largest = max(_part_sizes(builder, datasets.eval_split(data_config, builder), process_count))
   return math.ceil(largest / local_batch)
 
 
 def eval_dataset(data_config, *, local_batch_size: int, process_index: int = 0, process_count: int = 1,
                  builder=None) -> tf.data.Dataset:
   """This process's part of the eval split, in stored order, as unpadded uint8 batches {'image', 'label'}."""
-  builder = builder or builder_for(data_config)
-  part = _process_split(_eval_split(data_config, builder), process_index, process_count)
-  size = _image_size(data_config, builder)
-  prepare_image = preprocess.eval_fn(_family(data_config), image_size=size,
-                                     channels=_channels(data_config, builder),
-                                     crop_fraction=field(data_config, "crop_fraction", 0.875))
-  parse = _parse_fn(builder)
+  builder = builder or datasets.builder_for(data_config)
+  part = datasets.process_split(datasets.eval_split(data_config, builder), process_index, process_count)
+  size = datasets.image_size(data_config, builder)
+  prepare_image = preprocess.eval_fn(datasets.family(data_config), image_size=size,
+                                     channels=datasets.channels(data_config, builder),
+                                     crop_fraction=data_config.crop_fraction)
+  parse = datasets.parse_fn(builder)
 
   def example(record):
     image_bytes, label = parse(record)
     return {"image": prepare_image(image_bytes), "label": label}
-  examples = split_records(builder, part).map(example, num_parallel_calls=_parallel_calls(data_config),
+  examples = datasets.split_records(builder, part).map(example, num_parallel_calls=_parallel_calls(data_config),
                                               deterministic=True)
   return examples.batch(local_batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(data_config))
 
@@ -504,15 +284,15 @@ def eval_iterator(data_config, *, global_batch_size: int, process_index=None, pr
   Raises:
     ValueError: (while iterating) a record cannot be decoded; the message names it.
   """
-  process_index, process_count = _resolve_processes(process_index, process_count)
-  local_batch = _local_batch_size(global_batch_size, process_count)
-  builder = builder_for(data_config)
+  process_index, process_count = datasets.resolve_processes(process_index, process_count)
+  local_batch = datasets.local_batch_size(global_batch_size, process_count)
+  builder = datasets.builder_for(data_config)
   steps = num_eval_steps(data_config, global_batch_size=global_batch_size, process_count=process_count)
   dataset = eval_dataset(data_config, local_batch_size=local_batch, process_index=process_index,
                          process_count=process_count, builder=builder)
-  mean, std = normalization_stats(data_config, builder)
-  size = _image_size(data_config, builder)
-  shape = (size, size, _channels(data_config, builder))
+  mean, std = datasets.normalization_stats(data_config, builder)
+  size = datasets.image_size(data_config, builder)
+  shape = (size, size, datasets.channels(data_config, builder))
   return _padded_eval_batches(dataset, steps, local_batch, shape, mean, std,
                               lambda step: _corrupt_record_error(data_config, builder, process_index,
                                                                  process_count, step * local_batch, local_batch))
@@ -539,14 +319,14 @@ def _padded_eval_batches(dataset, steps, local_batch, shape, mean, std, on_error
 
 def _corrupt_record_error(data_config, builder, process_index, process_count, start, count) -> ValueError:
   """Finds the first record in [start, start + count) of this process's eval part that fails, and names it."""
-  split = _eval_split(data_config, builder)
-  part = _process_split(split, process_index, process_count)
-  parse = _parse_fn(builder)
-  prepare_image = preprocess.eval_fn(_family(data_config), image_size=_image_size(data_config, builder),
-                                     channels=_channels(data_config, builder),
-                                     crop_fraction=field(data_config, "crop_fraction", 0.875))
-  filenames, skips, takes = _file_instructions(builder, part)
-  for offset, record in enumerate(split_records(builder, part).skip(start).take(count)):
+  split = datasets.eval_split(data_config, builder)
+  part = datasets.process_split(split, process_index, process_count)
+  parse = datasets.parse_fn(builder)
+  prepare_image = preprocess.eval_fn(datasets.family(data_config), image_size=datasets.image_size(data_config, builder),
+                                     channels=datasets.channels(data_config, builder),
+                                     crop_fraction=data_config.crop_fraction)
+  filenames, skips, takes = datasets.file_instructions(builder, part)
+  for offset, record in enumerate(datasets.split_records(builder, part).skip(start).take(count)):
     try:
       prepare_image(parse(record)[0])
     except (tf.errors.OpError, ValueError) as error:

@@ -18,7 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from resnet_jax.data.dataset_info import DatasetInfo, field
+from resnet_jax.data.dataset_info import DatasetInfo
 
 NAME = "synthetic"
 NUM_TRAIN = 1_281_167  # ImageNet's training split.
@@ -26,9 +26,15 @@ NUM_CLASSES = 1000
 
 
 def info(data_config) -> DatasetInfo:
-  """ImageNet's training size and class count (or `num_classes`), `image_size` from the config, no eval split."""
-  size = field(data_config, "image_size", 224)
-  return DatasetInfo(num_classes=field(data_config, "num_classes", NUM_CLASSES), num_train=NUM_TRAIN, num_eval=0,
+  """ImageNet's training size and class count (or `num_classes`), `image_size` from the config, no eval split.
+
+  Raises:
+    ValueError: `image_size` is not set (synthetic images have no stored size).
+  """
+  size = data_config.image_size
+  if size is None:
+    raise ValueError("synthetic data needs config.data.image_size (e.g. 224)")
+  return DatasetInfo(num_classes=data_config.num_classes or NUM_CLASSES, num_train=NUM_TRAIN, num_eval=0,
                      image_shape=(size, size, 3))
 
 

@@ -1,0 +1,249 @@
+"""Datasets through TFDS: names, builders and their preparation, splits and per-process parts, sizes, the records of
+a split, and the normalisation statistics of a config's images.
+
+`resnet_jax.data.pipeline` turns these into training and evaluation batches.
+"""
+import difflib
+import functools
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from resnet_jax.data import (
+  preprocess,
+  synthetic,
+)
+from resnet_jax.data.dataset_info import DatasetInfo
+
+SYNTHETIC = synthetic.NAME
+# Shown when a name is unknown; any TFDS image-classification dataset with 'image' and 'label' features works.
+COMMON_DATASETS = ("shapes", "cifar10", "cifar100", "imagenet2012", "imagenette", SYNTHETIC)
+# Training images over which a dataset without known statistics is measured for 'cifar' normalisation.
+_STATS_EXAMPLES = 1024
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Datasets, splits and shards
+# ----------------------------------------------------------------------------------------------------------------
+def prepare_command(name: str, builder_config=None, data_dir=None) -> str:
+  """The shell command that prepares a dataset."""
+  command = f"python -m experiments.prepare_data --dataset={name}"
+  if builder_config:
+    command += f" --builder_config={builder_config}"
+  if data_dir:
+    command += f" --data_dir={data_dir}"
+  if name.startswith("imagenet2012"):
+    command += " --manual_dir=DIR_WITH_ILSVRC2012_TARS"
+  return command
+
+
+def get_builder(name: str, builder_config=None, data_dir=None, *, require_prepared: bool = True):
+  """The TFDS builder of a dataset.
+
+  Raises:
+    ValueError: the name or builder config is unknown (the message lists the known ones), or the dataset is not
+      prepared in `data_dir` (the message gives the command that prepares it).
+  """
+  if name == SYNTHETIC:
+    raise ValueError(f"{SYNTHETIC!r} is not a TFDS dataset: use resnet_jax.data (which dispatches it) or "
+                     "resnet_jax.data.synthetic.")
+  kwargs = {"data_dir": data_dir}
+  if builder_config:
+    kwargs["config"] = builder_config
+  try:
+    builder = tfds.builder(name, **kwargs)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(_unknown_name_message(name)) from None
+  except ValueError as error:
+    if builder_config and "config" in str(error).lower():
+      configs = [c.name for c in tfds.builder_cls(name.split("/")[0]).BUILDER_CONFIGS]
+      raise ValueError(f"Unknown builder config {builder_config!r} for dataset {name!r}; choose one of {configs}."
+                       ) from error
+    raise
+  if require_prepared and not builder.is_prepared():
+    raise ValueError(
+        f"Dataset {name!r} (builder config {builder.builder_config.name if builder.builder_config else None}) is "
+        f"not prepared in {builder.data_dir}. Prepare it with:\n  "
+        f"{prepare_command(name, builder_config, data_dir)}")
+  return builder
+
+
+def _unknown_name_message(name: str) -> str:
+  known = tfds.list_builders(with_community_datasets=False)
+  close = difflib.get_close_matches(name, known + [SYNTHETIC], n=5, cutoff=0.6)
+  hint = f" Did you mean {', '.join(close)}?" if close else ""
+  return (f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(COMMON_DATASETS)}, or any other of the "
+          f"{len(known)} TFDS datasets (tfds.list_builders()) that has image and label features.")
+
+
+def builder_for(data_config, *, require_prepared: bool = True):
+  """`get_builder` for a data config."""
+  return get_builder(data_config.name, data_config.builder_config, data_config.data_dir,
+                     require_prepared=require_prepared)
+
+
+def prepare(name: str, *, builder_config=None, data_dir=None, manual_dir=None):
+  """Downloads (or reads from `manual_dir`) and prepares a TFDS dataset; returns its builder.
+
+  For 'imagenet2012', `manual_dir` must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.
+  """
+  builder = get_builder(name, builder_config, data_dir, require_prepared=False)
+  if name.startswith("imagenet2012") and not manual_dir:
+    raise ValueError(f"{name} needs --manual_dir: a directory holding ILSVRC2012_img_train.tar and "
+                     "ILSVRC2012_img_val.tar (from https://image-net.org/download-images).")
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+  builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def resolve_processes(process_index, process_count) -> tuple[int, int]:
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}.")
+  return process_index, process_count
+
+
+def local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"The global batch size ({global_batch_size}) must be a positive multiple of the number of "
+                     f"processes ({process_count}).")
+  return global_batch_size // process_count
+
+
+def process_split(split: str, process_index: int, process_count: int):
+  """This process's contiguous part of `split` (sizes differ by at most one example between processes)."""
+  if process_count == 1:
+    return split
+  return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+
+
+def split_info(builder, split):
+  try:
+    return builder.info.splits[split]
+  except (KeyError, ValueError) as error:
+    raise ValueError(f"Unknown split {split!r} for {builder.name}; it has {sorted(builder.info.splits)}."
+                     ) from error
+
+
+def train_split(data_config) -> str:
+  return data_config.train_split
+
+
+def eval_split(data_config, builder=None) -> str:
+  del builder
+  return data_config.eval_split
+
+
+def family(data_config) -> str:
+  """The preprocessing family, 'imagenet' or 'cifar' (see `resnet_jax.data.preprocess`)."""
+  return data_config.preprocess
+
+
+def channels(data_config, builder) -> int:
+  """Channels of a preprocessed image: 3 for the ImageNet family, the stored count otherwise."""
+  if family(data_config) == "imagenet":
+    return 3
+  shape = builder.info.features["image"].shape
+  return shape[-1] if shape and shape[-1] else 3
+
+
+def image_size(data_config, builder) -> int:
+  """`config.data.image_size`, or where it is None the dataset's stored size (square images of one size only).
+
+  Raises:
+    ValueError: image_size is None and the dataset's images have no single stored size.
+  """
+  if data_config.image_size is not None:
+    return data_config.image_size
+  shape = builder.info.features["image"].shape
+  if shape and shape[0] and shape[0] == shape[1]:
+    return shape[0]
+  raise ValueError(f"{data_config.name} has images of varying size: set config.data.image_size (e.g. 224)")
+
+
+def info(data_config) -> DatasetInfo:
+  """Number of classes, split sizes and the preprocessed image shape of a config's dataset."""
+  builder = builder_for(data_config)
+  size = image_size(data_config, builder)
+  return DatasetInfo(
+      num_classes=data_config.num_classes or builder.info.features["label"].num_classes,
+      num_train=split_info(builder, train_split(data_config)).num_examples,
+      num_eval=split_info(builder, eval_split(data_config, builder)).num_examples,
+      image_shape=(size, size, channels(data_config, builder)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Records of a split
+# ----------------------------------------------------------------------------------------------------------------
+def file_instructions(builder, split) -> tuple[list[str], list[int], list[int]]:
+  if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+    raise ValueError(f"{builder.name} is stored as {builder.info.file_format.value}; this pipeline reads TFRecord "
+                     "files: prepare the dataset again with the default file format.")
+  instructions = [i for i in split_info(builder, split).file_instructions if i.take > 0]
+  return ([i.filename for i in instructions], [i.skip for i in instructions], [i.take for i in instructions])
+
+
+def split_records(builder, split) -> tf.data.Dataset:
+  """Serialized records of `split` (a split name or `tfds.even_splits` part) in their stored order."""
+  filenames, skips, takes = file_instructions(builder, split)
+  files = tf.data.Dataset.from_tensor_slices((tf.constant(filenames, tf.string), tf.constant(skips, tf.int64),
+                                              tf.constant(takes, tf.int64)))
+  return files.flat_map(lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take))
+
+
+def load_records(builder, split) -> tf.Tensor:
+  """All serialized records of a split (part), as one in-memory string tensor."""
+  num_examples = split_info(builder, split).num_examples
+  return split_records(builder, split).batch(max(num_examples, 1)).get_single_element()
+
+
+def parse_fn(builder):
+  features = builder.info.features
+  decoders = {"image": tfds.decode.SkipDecoding()}
+
+  def parse(record):
+    example = features.deserialize_example(record, decoders=decoders)
+    return example["image"], tf.cast(example["label"], tf.int32)
+  return parse
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Normalisation statistics
+# ----------------------------------------------------------------------------------------------------------------
+def normalization_stats(data_config, builder=None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel (mean, std) on the 0-255 scale used to normalise a config's images.
+
+  'imagenet' preprocessing uses ImageNet's statistics. 'cifar' preprocessing uses the dataset's own: known values
+  for CIFAR-10/100, otherwise measured on the first `_STATS_EXAMPLES` training images in stored order (the same on
+  every process and in every run).
+  """
+  if family(data_config) == "imagenet":
+    return preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD
+  name = data_config.name.split("/")[0]
+  if name in preprocess.KNOWN_STATS:
+    return preprocess.KNOWN_STATS[name]
+  builder = builder or builder_for(data_config)
+  return _measured_stats(data_config.name, data_config.builder_config, data_config.data_dir,
+                         train_split(data_config), image_size(data_config, builder),
+                         channels(data_config, builder))
+
+
+@functools.lru_cache(maxsize=32)
+def _measured_stats(name, builder_config, data_dir, split, size, channels):
+  builder = get_builder(name, builder_config, data_dir)
+  parse = parse_fn(builder)
+  decode = preprocess.eval_fn("cifar", image_size=size, channels=channels)
+  images = split_records(builder, split).take(_STATS_EXAMPLES).map(
+      lambda record: decode(parse(record)[0]), num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+  pixels = np.concatenate([b.reshape(-1, channels) for b in images.batch(256).as_numpy_iterator()])
+  pixels = pixels.astype(np.float64)
+  mean, std = tuple(pixels.mean(0).tolist()), tuple(np.maximum(pixels.std(0), 1.0).tolist())
+  logging.info("Normalisation statistics of %s measured on %d training images: mean %s, std %s", name,
+               len(pixels) // (size * size), np.round(mean, 2), np.round(std, 2))
+  return mean, std
+
+

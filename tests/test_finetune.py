@@ -1,0 +1,105 @@
+"""Weights for fine-tuning (resnet_jax.finetune): saved and loaded without optimizer state, merged into new models."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import checkpoint, finetune
+from tests.states import _assert_equal_trees, _host_state, _mesh, _on_mesh
+
+
+def _checkpointer(directory, **kwargs):
+  return checkpoint.Checkpointer(directory, **{"save_every_steps": 10, "keep": 3, **kwargs})
+
+
+def _variables(state):
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def test_load_params_from_run_step_and_weights(tmp_path):
+  workdir = tmp_path / "run"
+  with _checkpointer(workdir / checkpoint.SUBDIR) as ckpt:
+    for step in (10, 20):
+      ckpt.save(step, _on_mesh(_host_state(seed=step), _mesh(4)))
+  want_20, want_10 = _variables(_host_state(seed=20)), _variables(_host_state(seed=10))
+  for path in (workdir, workdir / checkpoint.SUBDIR):  # The latest committed step.
+    _assert_equal_trees(finetune.load_params(path), want_20)
+  _assert_equal_trees(finetune.load_params(workdir / checkpoint.SUBDIR / "10"), want_10)
+
+  weights = tmp_path / "weights"
+  finetune.save_params(weights, want_10)
+  loaded = finetune.load_params(weights)
+  _assert_equal_trees(loaded, want_10)
+  assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(loaded))
+  with pytest.raises(ValueError, match="already exists"):
+    finetune.save_params(weights, want_20)
+  finetune.save_params(weights, want_20, overwrite=True)
+  _assert_equal_trees(finetune.load_params(weights), want_20)
+
+
+def test_load_params_bad_paths(tmp_path):
+  with pytest.raises(ValueError, match="does not exist"):
+    finetune.load_params(tmp_path / "nowhere")
+  with pytest.raises(ValueError, match="No committed checkpoint"):
+    finetune.load_params(tmp_path)
+  finetune.save_params(tmp_path / "w", _variables(_host_state()))
+  os.remove(tmp_path / "w" / checkpoint.COMMIT_MARKER)
+  with pytest.raises(ValueError, match="incomplete checkpoint"):
+    finetune.load_params(tmp_path / "w")
+  with pytest.raises(ValueError, match="'params'"):
+    finetune.save_params(tmp_path / "v", {"batch_stats": {}})
+
+
+def test_merge_for_finetune():
+  loaded = _variables(_host_state(seed=1, num_classes=10))
+  same = _variables(_host_state(seed=2, num_classes=10))
+  _assert_equal_trees(finetune.merge_for_finetune(same, loaded), loaded)
+
+  init = _variables(_host_state(seed=2, num_classes=5))  # Another class count: fresh head, loaded backbone.
+  merged = finetune.merge_for_finetune(init, loaded)
+  _assert_equal_trees(merged["params"]["head"], init["params"]["head"])
+  _assert_equal_trees(merged["params"]["stem"], loaded["params"]["stem"])
+  _assert_equal_trees(merged["batch_stats"], loaded["batch_stats"])
+
+  with pytest.raises(ValueError, match=r"'params/head/bias' has shape \(10,\) in the loaded weights but \(5,\)"):
+    finetune.merge_for_finetune(init, loaded, reinit_head_if_mismatch=False)
+
+  wide = _variables(_host_state(seed=2))
+  wide["params"]["stem"]["kernel"] = np.zeros((3, 3, 3, 16), np.float32)
+  with pytest.raises(ValueError, match=r"'params/stem/kernel' has shape \(3, 3, 3, 8\) in the loaded weights but "
+                                       r"\(3, 3, 3, 16\) in the model"):
+    finetune.merge_for_finetune(wide, loaded)
+
+  deeper = _variables(_host_state(seed=2))
+  deeper["params"]["block"] = {"kernel": np.zeros((2,), np.float32)}
+  with pytest.raises(ValueError, match="'params/block/kernel' \\(shape \\(2,\\)\\) of the model is not in the loaded"):
+    finetune.merge_for_finetune(deeper, loaded)
+  with pytest.raises(ValueError, match="'params/block/kernel' \\(shape \\(2,\\)\\) of the loaded weights is not in"):
+    finetune.merge_for_finetune(loaded, deeper)
+
+
+def test_finetune_a_real_model_on_other_classes(tmp_path):
+  """A ResNet's variables for 10 classes, saved, loaded into the same ResNet with 4 classes.
+
+  The variables have the model's real names and shapes (from jax.eval_shape); their values are random numbers,
+  which is all that merging looks at, and cost no compilation.
+  """
+  from resnet_jax import models
+  x = jnp.zeros((1, 32, 32, 3))
+
+  def init(num_classes, seed):
+    rng = jax.random.key(0)
+    model = models.create("cifar_resnet20", num_classes=num_classes)
+    shapes = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng}, x, train=False))
+    values = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: values.standard_normal(s.shape).astype(s.dtype), shapes)
+
+  source, target = init(10, seed=0), init(4, seed=1)
+  finetune.save_params(tmp_path / "w", source)
+  merged = finetune.merge_for_finetune(target, finetune.load_params(tmp_path / "w"))
+  _assert_equal_trees(merged["params"]["head"], target["params"]["head"])
+  backbone = {k: v for k, v in merged["params"].items() if k != "head"}
+  _assert_equal_trees(backbone, {k: v for k, v in source["params"].items() if k != "head"})
+  _assert_equal_trees(merged["batch_stats"], source["batch_stats"])
