@@ -272,7 +272,7 @@ COMPANIONS = {("head", "mlp"): dict(head_hidden=(12, 8)), ("head", "conv"): dict
 def _knob_cases() -> list[dict]:
   cases = []
   for knob, spec in models.knob_specs().items():
-    values = spec["choices"] if spec["choices"] is not None else KNOB_CASES[knob]
+    values = spec["choices"] if spec["choices"] is not None else KNOB_CASES.get(knob, [])  # (checked below)
     if isinstance(values, str):
       continue
     for value in values:
