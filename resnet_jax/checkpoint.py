@@ -237,7 +237,8 @@ class Checkpointer:
                save_every_steps: int,
                keep: int | None,
                keep_every_steps: int | None = None,
-               async_save: bool = True):
+               async_save: bool = True,
+               read_only: bool = False):
     """Opens (creating if needed) the checkpoint directory of a run.
 
     Args:
@@ -248,6 +249,7 @@ class Checkpointer:
       keep_every_steps: also keep, forever, every checkpoint whose step is a multiple of this (a multiple of
         save_every_steps); None keeps only the most recent ones.
       async_save: write in a background thread; `save` then blocks only to copy the arrays to host memory.
+      read_only: only restore: nothing is created, renamed or deleted (evaluation, prediction, lesion studies).
 
     Raises:
       ValueError: on non-positive counts, or keep_every_steps not a multiple of save_every_steps.
@@ -274,8 +276,10 @@ class Checkpointer:
         save_decision_policy=policies.FixedIntervalPolicy(save_every_steps),
         preservation_policy=policies.AnyPreservationPolicy(keep_policies),
         # A kill during a save leaves `<step>.orbax-checkpoint-tmp`; remove such leftovers at start.
-        cleanup_tmp_directories=True,
+        cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=async_save,
+        read_only=read_only,
+        create=not read_only,
     )
     self._manager = ocp.CheckpointManager(self._directory, options=options, item_names=(STATE, META))
 

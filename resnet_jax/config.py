@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from resnet_jax import files
 
 PREFIX = "--config."
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -56,10 +57,12 @@ def resolve(config_file: str, overrides: Sequence[str] = ()) -> ml_collections.C
     ValueError: the file does not exist or fails to load, a key is unknown (the message names the nearest valid
       ones), a value does not parse as its field's type, or a setting is out of range.
   """
-  path = config_file.partition(":")[0]
+  path, colon, args = config_file.partition(":")
+  if not os.path.isfile(path) and not os.path.isabs(path) and os.path.isfile(os.path.join(_REPO, path)):
+    path = os.path.join(_REPO, path)  # configs/... from anywhere, not only from the repository's root.
+    config_file = path + colon + args
   if not os.path.isfile(path):
-    raise ValueError(f"config file {path!r} does not exist (a path relative to the current directory, e.g. "
-                     "configs/shapes.py)")
+    raise ValueError(f"config file {path!r} does not exist (give a path such as configs/shapes.py)")
   for flag in overrides:
     if not flag.startswith(PREFIX) or "=" not in flag:
       raise ValueError(f"{flag!r} is not a config override: write --config.key=value (one argument, with '=')")

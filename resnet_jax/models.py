@@ -202,12 +202,20 @@ class ResNet(nn.Module):
     return plan
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, train_backbone: bool | None = None) -> jax.Array:
+    """Logits of `x` (NHWC, normalised).
+
+    `train` selects training mode (BatchNorm with batch statistics, dropout on). `train_backbone=False` with
+    `train=True` keeps everything before the head in inference mode (running statistics, lesions applied) while
+    the head trains: a linear probe on a frozen backbone. None means `train`.
+    """
+    backbone_train = train if train_backbone is None else train_backbone
     act = ACTIVATIONS[self.activation]
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                              kernel_init=_conv_init)
     norm = functools.partial(
-        batchnorm.BatchNorm, use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+        batchnorm.BatchNorm, use_running_average=not backbone_train, momentum=self.bn_momentum,
+        epsilon=self.bn_epsilon,
         dtype=self.dtype, param_dtype=jnp.float32, axis_name=self.bn_axis_name,
         axis_index_groups=self.bn_axis_index_groups)
     block = functools.partial(self.block, variant=self.variant, shortcut=self.shortcut, conv=conv, norm=norm,
@@ -221,7 +229,7 @@ class ResNet(nn.Module):
       dropped = tuple(k - first for k in self.drop_blocks if first <= k < first + num_blocks)
       x = Stage(block, num_blocks, self._scaled(width), 1 if i == 0 else 2, dropped,
                 # The pre-activation stem already normalised and activated the first block's input.
-                preactivate_first=i > 0, name=f"stage{i + 1}")(x, train)
+                preactivate_first=i > 0, name=f"stage{i + 1}")(x, backbone_train)
       first += num_blocks
     if self.variant == "preact":
       x = act(norm(name="final_bn")(x))
@@ -240,21 +248,40 @@ _IMAGENET_DEPTHS = {
     152: (Bottleneck, (3, 8, 36, 3)),
     200: (Bottleneck, (3, 24, 36, 3)),
 }
-_CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # 6n + 2
+_CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # 6n + 2: the paper's (any other 6n + 2 also works, see `create`)
+
+
+def _cifar_factory(depth: int) -> Callable[..., ResNet]:
+  return functools.partial(ResNet, block=BasicBlock, stage_sizes=((depth - 2) // 6,) * 3, widths=(16, 32, 64),
+                           stem_width=16, stem_kernel=3, stem_strides=1, stem_pool="none", shortcut="A")
+
 
 _MODELS: dict[str, Callable[..., ResNet]] = {
     **{f"resnet{depth}": functools.partial(ResNet, block=block, stage_sizes=sizes)
        for depth, (block, sizes) in _IMAGENET_DEPTHS.items()},
-    **{f"cifar_resnet{depth}": functools.partial(
-        ResNet, block=BasicBlock, stage_sizes=((depth - 2) // 6,) * 3, widths=(16, 32, 64), stem_width=16,
-        stem_kernel=3, stem_strides=1, stem_pool="none", shortcut="A")
-       for depth in _CIFAR_DEPTHS},
+    **{f"cifar_resnet{depth}": _cifar_factory(depth) for depth in _CIFAR_DEPTHS},
 }
 
 
 def names() -> list[str]:
   """The registered model names, ImageNet nets first."""
   return list(_MODELS)
+
+
+def _cifar_net(name: str) -> Callable[..., ResNet]:
+  """A CIFAR ResNet of any depth 6n + 2 (`cifar_resnet8`, `cifar_resnet74`, ...), beside the registered ones.
+
+  Raises:
+    ValueError: an unknown name, naming the valid ones.
+  """
+  prefix = "cifar_resnet"
+  depth = name[len(prefix):]
+  if name.startswith(prefix) and depth.isdigit():
+    if int(depth) >= 8 and (int(depth) - 2) % 6 == 0:
+      return _cifar_factory(int(depth))
+    raise ValueError(f"unknown model {name!r}: CIFAR ResNets have depth 6n+2 (8, 14, 20, 26, 32, ..., 56, 110), "
+                     f"{depth} is not")
+  raise ValueError(f"unknown model {name!r}; choose one of {names()} (or cifar_resnet<6n+2>)")
 
 
 def _knob_fields() -> list[dataclasses.Field]:
@@ -317,7 +344,7 @@ def create(name: str, *, num_classes: int, **overrides: Any) -> ResNet:
   """Returns the named ResNet with knob overrides applied.
 
   Args:
-    name: one of `names()`.
+    name: one of `names()`, or `cifar_resnet<depth>` for any depth 6n + 2.
     num_classes: size of the classifier.
     **overrides: knobs (see `KNOBS`, each documented where `ResNet` declares it); a value of None means "keep the
       model's default", so configs can pass every knob unconditionally. Dtypes may be given by name ('bfloat16').
@@ -325,8 +352,7 @@ def create(name: str, *, num_classes: int, **overrides: Any) -> ResNet:
   Raises:
     ValueError: unknown name or knob, bad knob value, or impossible combination.
   """
-  if name not in _MODELS:
-    raise ValueError(f"unknown model {name!r}; choose one of {names()}")
+  factory = _MODELS.get(name) or _cifar_net(name)
   unknown = sorted(set(overrides) - set(KNOBS))
   if unknown:
     raise ValueError(f"unknown model knob(s) {unknown}; valid knobs are {list(KNOBS)}")
@@ -337,4 +363,4 @@ def create(name: str, *, num_classes: int, **overrides: Any) -> ResNet:
         knobs[knob_name] = jnp.dtype(knobs[knob_name])
       except TypeError:
         pass  # the module's validation names the valid choices
-  return _MODELS[name](num_classes=num_classes, **knobs)
+  return factory(num_classes=num_classes, **knobs)

@@ -154,9 +154,9 @@ def execute(runs: Sequence[Run], *, parallel: int = 1, python: str = sys.executa
   """Trains `runs` as subprocesses, `parallel` at a time, skipping finished ones; returns {name: exit code}.
 
   Each run's console output is appended to its workdir's train.log, and `on_finish(run, exit code, seconds)` is
-  called as each trainer exits. If the sweep stops early (Ctrl-C, SIGTERM, an error), the trainers still running
-  receive SIGTERM, on which they checkpoint and stop: the next invocation resumes them rather than leaving them
-  training unattended.
+  called as each trainer exits. If the sweep stops early (Ctrl-C, SIGTERM, an error, or on Linux even SIGKILL),
+  the trainers still running receive SIGTERM, on which they checkpoint and stop: the next invocation resumes them
+  rather than leaving them training unattended.
   """
   on_finish = on_finish or (lambda run, code, seconds: None)
   if parallel < 1:
@@ -180,7 +180,8 @@ def execute(runs: Sequence[Run], *, parallel: int = 1, python: str = sys.executa
           log = open(os.path.join(run.workdir, LOG_FILE), "a")
           verb = "resume" if run_status(run.workdir) == RESUME else "start"
           echo(f"[{verb}] {run.name}: {shlex.join(run.command(python)[1:])}")
-          process = subprocess.Popen(run.command(python), stdout=log, stderr=subprocess.STDOUT, env=env)
+          process = subprocess.Popen(run.command(python), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=_stop_with_parent)
           active[run.name] = (run, process, log, time.time())
         for name, (run, process, log, start) in list(active.items()):
           if process.poll() is None:
@@ -208,6 +209,16 @@ def execute(runs: Sequence[Run], *, parallel: int = 1, python: str = sys.executa
         log.close()
         on_finish(run, process.returncode, time.time() - start)
   return codes
+
+
+def _stop_with_parent() -> None:
+  """In a trainer about to start: asks Linux to send it SIGTERM when the sweep dies, even by SIGKILL, so that it
+  checkpoints and stops instead of training on unattended (and holding its workdir's lock)."""
+  try:
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass  # Not Linux: a sweep killed by SIGKILL leaves its trainers running; SIGTERM and Ctrl-C still stop them.
 
 
 @contextlib.contextmanager

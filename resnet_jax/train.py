@@ -21,7 +21,7 @@ import optax
 from absl import logging
 
 from resnet_jax import checkpoint as ckpt_lib
-from resnet_jax import distributed, files, finetune, models, optim, parallel, reporting
+from resnet_jax import distributed, files, finetune, models, optim, parallel, reporting, workdir_lock
 from resnet_jax import flops as flops_lib
 from resnet_jax import metrics as metrics_lib
 
@@ -81,17 +81,22 @@ def init_variables(model, rng: jax.Array, image_shape) -> dict:
 # Update step (per device; `batch` is this device's slice)
 # ----------------------------------------------------------------------------------------------------------------
 def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, label_smoothing: float,
-               ema_decay: float | None, freeze_batch_stats: bool = False):
+               ema_decay: float | None, frozen_backbone: bool = False):
   """One SGD step on one device's slice; gradients and BatchNorm statistics are averaged over `AXIS`.
 
-  `freeze_batch_stats` keeps the running BatchNorm statistics as they are (a linear probe on a frozen backbone).
+  With `frozen_backbone` (a linear probe) everything but the head runs in inference mode, with its running
+  BatchNorm statistics, so the head trains on the same features evaluation gives it; the backbone gets no gradient
+  and its statistics stay as they are (the optimizer leaves its parameters unchanged too, see `build`).
   """
   # Fresh dropout noise per step and per device, derived (not stored) so a resumed run draws the same noise.
   step_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
 
   def loss_fn(params):
+    if frozen_backbone:
+      params = {k: v if k == "head" else jax.lax.stop_gradient(v) for k, v in params.items()}
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
-                                  train=True, rngs={"dropout": step_rng}, mutable=["batch_stats"])
+                                  train=True, train_backbone=not frozen_backbone, rngs={"dropout": step_rng},
+                                  mutable=["batch_stats"])
     loss = metrics_lib.cross_entropy(logits, batch["label"], label_smoothing).mean()
     return loss, (logits, updates["batch_stats"])
 
@@ -99,7 +104,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, lab
   # Equal per-device batches, so the mean of per-device means is the global mean.
   grads = jax.lax.pmean(grads, AXIS)
   # With synchronised BatchNorm the running statistics already agree; otherwise average the per-device ones.
-  batch_stats = state.batch_stats if freeze_batch_stats else jax.lax.pmean(batch_stats, AXIS)
+  batch_stats = state.batch_stats if frozen_backbone else jax.lax.pmean(batch_stats, AXIS)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema_params = state.ema_params
@@ -203,9 +208,9 @@ def check_model(config: ml_collections.ConfigDict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final eval metrics."""
+  check_model(config)  # Before any data work: a bad name or knob fails in seconds.
   from resnet_jax import data  # Imports TensorFlow for the input pipeline; kept out of module import time.
 
-  check_model(config)
   enable_compilation_cache(config.compilation_cache_dir)
   is_main = jax.process_index() == 0
 
@@ -228,48 +233,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     variables = finetune.merge_for_finetune(variables, finetune.load_params(config.init_from))
   state = jax.jit(parts.make_state, out_shardings=replicated)(variables)
 
-  # -- Load checkpoint ------------------------------------------------------------------------------------------
-  checkpointer = ckpt_lib.Checkpointer(
-      f"{workdir}/{files.CHECKPOINT_DIR}", save_every_steps=plan.checkpoint_every, keep=config.keep_checkpoints,
-      keep_every_steps=config.keep_checkpoint_every_steps)
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state, _ = checkpointer.restore(latest, abstract(state, replicated))
-    logging.info("Resumed from the checkpoint of step %d in %s.", latest, workdir)
-  start_step = int(state.step)
-  ckpt_lib.install_sigterm_handler()
-
-  reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, is_main=is_main, start_step=start_step)
-  reporting.save_config(config, workdir, is_main=is_main)
-  logging.info("Training %s on %s: %d steps (%d per epoch) on %d devices in %d processes, from step %d.",
-               config.model.name, config.data.name, plan.total_steps, parts.steps_per_epoch,
-               jax.device_count(), jax.process_count(), start_step)
-
-  # -- Update step ------------------------------------------------------------------------------------------------
-  p_train = strategy.map_step(functools.partial(
-      train_step, model=parts.model, tx=tx, rng=dropout_rng, label_smoothing=config.label_smoothing,
-      ema_decay=config.optimizer.ema_decay, freeze_batch_stats=config.freeze_backbone))
-  p_eval = make_eval_fn(parts.eval_model, strategy)
-
-  def run_eval(state, step):
-    if not parts.info.num_eval:  # Synthetic data has nothing to evaluate on.
-      return {}
-    results = evaluate(state, p_eval, strategy, config)
-    reporter.write_eval(step, results)
-    return results
-
-  # -- Train loop -------------------------------------------------------------------------------------------------
-  train_batches = parallel.prefetch(data.train_iterator(config.data, global_batch_size=config.batch_size,
-                                                        seed=config.seed, start_step=start_step),
-                                    strategy.put_batch)
-  state = strategy.put_state(state)
-  pending: list[tuple[int, Any]] = []  # (step, device metrics) not yet fetched: avoids a host sync per step.
-  eval_results: dict[str, float] = {}
-  window_start = time.perf_counter()
-  step = start_step
+  # -- Claim the workdir, load the checkpoint ---------------------------------------------------------------------
+  lock = workdir_lock.WorkdirLock(workdir) if is_main else None
+  if lock is not None:
+    lock.acquire()  # A second trainer on the same workdir stops here, naming the first.
+  checkpointer = reporter = None
   try:
+    checkpointer = ckpt_lib.Checkpointer(
+        f"{workdir}/{files.CHECKPOINT_DIR}", save_every_steps=plan.checkpoint_every, keep=config.keep_checkpoints,
+        keep_every_steps=config.keep_checkpoint_every_steps)
+    latest = checkpointer.latest_step()
+    meta = {}
+    if latest is not None:
+      state, meta = checkpointer.restore(latest, abstract(state, replicated))
+      logging.info("Resumed from the checkpoint of step %d in %s.", latest, workdir)
+    start_step = int(state.step)
+    start_position = _resume_position(meta, start_step, parts.steps_per_epoch)
+    ckpt_lib.install_sigterm_handler()
+
+    reporter = reporting.Reporter(workdir, total_steps=plan.total_steps, is_main=is_main, start_step=start_step)
+    reporting.save_config(config, workdir, is_main=is_main)
+    logging.info("Training %s on %s: %d steps (%d per epoch) on %d devices in %d processes, from step %d.",
+                 config.model.name, config.data.name, plan.total_steps, parts.steps_per_epoch,
+                 jax.device_count(), jax.process_count(), start_step)
+
+    # -- Update step ----------------------------------------------------------------------------------------------
+    p_train = strategy.map_step(functools.partial(
+        train_step, model=parts.model, tx=tx, rng=dropout_rng, label_smoothing=config.label_smoothing,
+        ema_decay=config.optimizer.ema_decay, frozen_backbone=config.freeze_backbone))
+    p_eval = make_eval_fn(parts.eval_model, strategy)
+
+    def run_eval(state, step):
+      if not parts.info.num_eval:  # Synthetic data has nothing to evaluate on.
+        return {}
+      results = evaluate(state, p_eval, strategy, config)
+      reporter.write_eval(step, results)
+      return results
+
+    # -- Train loop -----------------------------------------------------------------------------------------------
+    stream = data.train_stream(config.data, global_batch_size=config.batch_size, seed=config.seed,
+                               start_step=start_step, start_position=start_position)
+    # Each batch travels with where the input stream stands after it, which its step's checkpoint records.
+    train_batches = parallel.prefetch(stream, lambda item: (strategy.put_batch(item[0]), item[1]))
+    state = strategy.put_state(state)
+    pending: list[tuple[int, Any]] = []  # (step, device metrics) not yet fetched: avoids a host sync per step.
+    eval_results: dict[str, float] = {}
+    window_start = time.perf_counter()
+    step = start_step
     while step < plan.total_steps:
-      batch = next(train_batches)
+      batch, position = next(train_batches)
       if step == start_step:
         p_train, step_flops = compile_step(p_train, state, batch)
         reporter.set_step_flops(step_flops, dtype=config.dtype)
@@ -295,20 +307,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         eval_results = run_eval(state, step)
         window_start = time.perf_counter()
       if do_save:
-        # The data order is a function of the step (see resnet_jax.data): the step is the stream's position.
+        # The data order is a function of the step (see resnet_jax.data); the position in the input stream, saved
+        # too, also counts the corrupt records skipped, so that a resumed run reads exactly the same records.
         saved_state = strategy.get_state(state)
         _check_finite_state(saved_state, step, checkpointer)
-        checkpointer.save(step, saved_state, {"step": step}, force=last or preempted)
+        meta = {"step": step, "data_position": _gather_positions(position)}
+        checkpointer.save(step, saved_state, meta, force=last or preempted)
       if preempted:
         logging.warning("Preemption: saved step %d; rerun the same command to resume from there.", step)
         return eval_results
     if start_step == plan.total_steps:  # Rerun of a finished run: report its final evaluation again.
       eval_results = run_eval(state, step)
+    checkpointer.wait()  # The final checkpoint is committed before the run is marked done.
+    if is_main:
+      files.write_json(f"{workdir}/{files.DONE_FILE}", {"step": step, **eval_results})
   finally:
-    checkpointer.close()  # Waits for any save in flight, also when a step raised.
-    reporter.close()
-  if is_main:
-    files.write_json(f"{workdir}/{files.DONE_FILE}", {"step": step, **eval_results})
+    if checkpointer is not None:
+      checkpointer.close()  # Waits for any save in flight, also when a step raised.
+    if reporter is not None:
+      reporter.close()
+    if lock is not None:
+      lock.release()
   return eval_results
 
 
@@ -323,17 +342,25 @@ def abstract(tree, sharding):
 def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
   """(state, parts) of a run's checkpoint (the latest when `step` is None), placed replicated on all devices.
 
+  Reads only: nothing is created or changed in the workdir.
+
   Raises:
     FileNotFoundError: the workdir holds no committed checkpoint (of that step).
   """
   from resnet_jax import data
 
+  directory = f"{workdir}/{files.CHECKPOINT_DIR}"
+  steps = ckpt_lib.complete_steps(directory)
+  if not steps or (step is not None and step not in steps):
+    wanted = "" if step is None else f" of step {step}"
+    raise FileNotFoundError(f"No committed checkpoint{wanted} in {directory} (committed steps: {steps or 'none'}): "
+                            "a run saves one every config.checkpoint_every_steps steps, at the end and on SIGTERM.")
   parts = build(config, data.info(config.data))
   replicated = parallel.ShardMap(parallel.data_mesh()).replicated
   variables = jax.eval_shape(functools.partial(init_variables, parts.eval_model,
                                                image_shape=parts.info.image_shape), jax.random.PRNGKey(0))
   target = abstract(jax.eval_shape(parts.make_state, variables), replicated)
-  with ckpt_lib.Checkpointer(f"{workdir}/{files.CHECKPOINT_DIR}", save_every_steps=1, keep=None) as checkpointer:
+  with ckpt_lib.Checkpointer(directory, save_every_steps=1, keep=None, read_only=True) as checkpointer:
     state, _ = checkpointer.restore(step, target)
   return state, parts
 
@@ -364,6 +391,30 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
   """Exact evaluation of a run's checkpoint on `config.data.eval_split`; knobs such as drop_blocks may be set."""
   evaluator = checkpoint_evaluator(config, workdir, step)
   return {"step": evaluator.step, **evaluator.evaluate(**model_overrides)}
+
+
+def _gather_positions(position) -> list | None:
+  """[[epoch, position], ...] of every process's input stream (see `data.train_stream`), None for synthetic data."""
+  if position is None:
+    return None
+  if jax.process_count() == 1:
+    return [list(position)]
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(np.asarray(position, np.int64))).tolist()
+
+
+def _resume_position(meta: dict, start_step: int, steps_per_epoch: int) -> int | None:
+  """Where this process's input stream resumes in the epoch of `start_step`, from the checkpoint's metadata.
+
+  The position counts the records already read in that epoch, corrupt ones included: with it, a resumed run reads
+  exactly the records the uninterrupted run would have. None (no position saved, another process count, or
+  `start_step` opening a new epoch) lets the stream assume that no corrupt record was skipped.
+  """
+  positions = meta.get("data_position")
+  if not positions or len(positions) != jax.process_count() or not start_step % steps_per_epoch:
+    return None
+  epoch, position = positions[jax.process_index()]
+  return position if epoch == start_step // steps_per_epoch else None
 
 
 def _fetch_finite(pending, checkpointer) -> dict:

@@ -190,3 +190,38 @@ def data_config(**overrides):
   for key, value in overrides.items():
     config[key] = value
   return config
+
+
+def corrupt_copy(data_dir, tmp_path, split, index):
+  """A TFDS data dir under tmp_path holding a copy of shapes/small whose `split` has the image of its record
+  `index` replaced by bytes that do not decode."""
+  import shutil
+
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  source = tfds.builder("shapes", config="small", data_dir=data_dir)
+  target = tmp_path / "shapes" / "small" / str(source.version)
+  shutil.copytree(source.data_dir, target)
+  (path,) = [p for p in target.iterdir() if f"-{split}.tfrecord" in p.name]
+  records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+  example = tf.train.Example.FromString(records[index])
+  example.features.feature["image"].bytes_list.value[0] = b"\x89PNG this is not an image"
+  records[index] = example.SerializeToString()
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for record in records:
+      writer.write(record)
+  return str(tmp_path)
+
+
+def record_index_at(config, position, *, local_batch):
+  """The index, in the train split's stored order, of the record a one-process run with seed 0 reads at `position`
+  of epoch 0."""
+  from resnet_jax.data import datasets, pipeline
+  builder = datasets.builder_for(config)
+  cache = datasets.load_records(builder, "train") if config.cache else None
+  records = pipeline.epoch_records(builder, "train", seed=0, epoch=0, cache_records=cache, local_batch=local_batch,
+                                   shuffle_buffer=config.shuffle_buffer)
+  (_, _, record), = records.skip(position).take(1).as_numpy_iterator()
+  stored = list(datasets.split_records(builder, "train").as_numpy_iterator())
+  return stored.index(record)

@@ -1,13 +1,11 @@
 """TFDS pipelines on the built-in `shapes` dataset: sharding, exact resume, exact evaluation, bad input."""
 import functools
 import logging
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
@@ -82,9 +80,11 @@ def test_epochs_are_permutations_in_a_new_order(data_dir, cache):
   config = _config(data_dir, cache=cache)
   builder = datasets.builder_for(config)
   records = datasets.load_records(builder, "train") if cache else None
-  epochs = [[r for _, _, r in pipeline.epoch_records(builder, "train", seed=0, epoch=e, cache_records=records,
-                                                  shuffle_buffer=300).as_numpy_iterator()] for e in (0, 1)]
   stored = list(datasets.split_records(builder, "train").as_numpy_iterator())
+  # An epoch's order is its first len(stored) records; the stream runs on with spares (see the corrupt-record test).
+  epochs = [[r for _, _, r in pipeline.epoch_records(builder, "train", seed=0, epoch=e, cache_records=records,
+                                                  shuffle_buffer=300).take(len(stored)).as_numpy_iterator()]
+            for e in (0, 1)]
   for epoch in epochs:
     assert sorted(epoch) == sorted(stored)
   assert epochs[0] != epochs[1] and epochs[0] != stored
@@ -99,7 +99,7 @@ def test_two_processes_read_disjoint_parts_that_cover_the_split(data_dir, cache)
     records = datasets.load_records(builder, "train") if cache else None
     dataset = pipeline.epoch_records(builder, "train", seed=0, epoch=0, process_index=index, process_count=2,
                                      cache_records=records, local_batch=20, shuffle_buffer=300)
-    parts.append([r for _, _, r in dataset.as_numpy_iterator()])
+    parts.append([r for _, _, r in dataset.take(1000).as_numpy_iterator()])  # The epoch, without its spares.
   stored = list(datasets.split_records(builder, "train").as_numpy_iterator())
   assert len(parts[0]) == len(parts[1]) == 1000
   assert not set(parts[0]) & set(parts[1])
@@ -203,35 +203,29 @@ def test_a_process_with_nothing_to_evaluate_still_runs_the_common_number_of_step
   assert batches[0]["mask"].tolist() == [0.0]
 
 
-def _corrupt_copy(data_dir, tmp_path, split, index):
-  """A copy of shapes/small whose `split` has the image of its record `index` replaced by garbage."""
-  source = tfds.builder("shapes", config="small", data_dir=data_dir)
-  target = tmp_path / "shapes" / "small" / str(source.version)
-  shutil.copytree(source.data_dir, target)
-  (path,) = [p for p in target.iterdir() if f"-{split}.tfrecord" in p.name]
-  records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
-  example = tf.train.Example.FromString(records[index])
-  example.features.feature["image"].bytes_list.value[0] = b"\x89PNG this is not an image"
-  records[index] = example.SerializeToString()
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for record in records:
-      writer.write(record)
-  return str(tmp_path)
-
-
-def test_corrupt_training_record_is_skipped_and_logged(data_dir, tmp_path, caplog):
-  corrupt_dir = _corrupt_copy(data_dir, tmp_path, "train", 17)
-  config = _config(corrupt_dir, cache=True)
-  # 2000 examples, batch 500: 4 full batches per epoch; the corrupt record is replaced by a spare one.
+@pytest.mark.parametrize("cache", [True, False])
+def test_corrupt_training_record_is_replaced_and_resume_stays_exact(data_dir, tmp_path, caplog, cache):
+  """2000 examples, batch 500: 4 full batches in every epoch, though no record is spare (the next record takes the
+  corrupt one's place); a stream resumed at any step, from the position reported there, gives the same batches."""
+  index = runs.record_index_at(_config(data_dir, cache=cache), 3, local_batch=500)
+  config = _config(runs.corrupt_copy(data_dir, tmp_path, "train", index), cache=cache)
   with caplog.at_level(logging.WARNING):
-    batches = _take(data.train_iterator(config, global_batch_size=500, seed=0, process_index=0, process_count=1),
-                    8)
-  assert all(b["image"].shape[0] == 500 for b in batches)
+    full = _take(pipeline.train_stream(config, global_batch_size=500, seed=0, process_index=0, process_count=1), 8)
+  assert [batch["image"].shape[0] for batch, _ in full] == [500] * 8
+  assert [epoch for _, (epoch, _) in full] == [0, 0, 0, 0, 1, 1, 1, 1]
+  assert [position for _, (_, position) in full[:4]] == [501, 1001, 1501, 2001]  # one record read more
   assert any("Skipped 1 corrupt training record" in r.getMessage() for r in caplog.records)
+  for step in range(1, 8):
+    epoch, position = full[step - 1][1]
+    start_position = position if epoch == step // 4 else None
+    (batch, _), = _take(pipeline.train_stream(config, global_batch_size=500, seed=0, start_step=step,
+                                              start_position=start_position, process_index=0, process_count=1), 1)
+    np.testing.assert_array_equal(batch["image"], full[step][0]["image"], err_msg=f"step {step}")
+    np.testing.assert_array_equal(batch["label"], full[step][0]["label"], err_msg=f"step {step}")
 
 
 def test_corrupt_eval_record_raises_naming_it(data_dir, tmp_path):
-  corrupt_dir = _corrupt_copy(data_dir, tmp_path, "test", 42)
+  corrupt_dir = runs.corrupt_copy(data_dir, tmp_path, "test", 42)
   config = _config(corrupt_dir)
   with pytest.raises(ValueError, match=r"Corrupt record in the 'test' split .* example 42 .*record 42 of "):
     for _ in data.eval_iterator(config, global_batch_size=16, process_index=0, process_count=1):

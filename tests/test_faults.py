@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import checkpoint as ckpt_lib
-from resnet_jax import finetune, train
+from resnet_jax import files, finetune, train
 from tests import runs
 
 NUM_STEPS = 24
@@ -149,6 +149,87 @@ def test_sigterm_saves_the_current_step_and_rerun_resumes_there(tmp_path, shapes
   output = runs.run("experiments.train", args, devices=DEVICES)
   assert _resumed_from(output) == stopped
   _assert_same_run(workdir, reference)
+
+
+def test_resume_is_exact_after_a_corrupt_training_record(tmp_path, shapes_data_dir, xla_cache_dir):
+  """One corrupt record, read early in epoch 0: a run stopped by SIGTERM after it and rerun reads the same records
+  as the uninterrupted run on the same data (the checkpoint records where the input stream stands), so it ends
+  bitwise equal to it."""
+  index = runs.record_index_at(runs.data_config(name="shapes", builder_config="small", data_dir=shapes_data_dir,
+                                                preprocess="cifar", eval_split="test", cache=True), 5, local_batch=32)
+  data_dir = runs.corrupt_copy(shapes_data_dir, tmp_path / "tfds", "train", index)
+  reference = str(tmp_path / "reference")
+  runs.run("experiments.train", _flags(data_dir, xla_cache_dir, reference), devices=DEVICES)
+  workdir = str(tmp_path / "run")
+  args = _flags(data_dir, xla_cache_dir, workdir)
+  term_at = 9  # After the corrupt record (step 1) and not a multiple of SAVE_EVERY.
+  with runs.running(runs.run_subprocess(args, devices=DEVICES)) as proc:
+    runs.wait_for(lambda: runs.last_logged_step(workdir) >= term_at, proc, what=f"step {term_at}")
+    proc.send_signal(signal.SIGTERM)
+    output = runs.finish(proc, expect_rc=0)
+  assert "Skipped 1 corrupt training record" in output, output[-3000:]
+  stopped = int(re.search(r"Preemption: saved step (\d+)", output).group(1))
+  assert stopped < NUM_STEPS
+  output = runs.run("experiments.train", args, devices=DEVICES)
+  assert _resumed_from(output) == stopped
+  _assert_same_run(workdir, reference)
+
+
+@pytest.mark.slow
+def test_fault_campaign_kills_at_random_moments_and_the_run_ends_as_if_never_interrupted(
+    tmp_path, shapes_data_dir, xla_cache_dir, reference):
+  """kill -9 at random steps and in the middle of asynchronous checkpoint writes, then a SIGTERM, each followed by a
+  restart of the same command: the run ends with the uninterrupted run's final parameters, per-step losses and
+  final evaluation record, bitwise. Run by CI (.ci/run)."""
+  workdir = str(tmp_path / "run")
+  ckpt_dir = _ckpt_dir(workdir)
+  args = _flags(shapes_data_dir, xla_cache_dir, workdir)
+  rng = random.Random()
+  seed = rng.randrange(1 << 30)
+  rng.seed(seed)
+  events, writes_interrupted, attempts = [], 0, 0
+
+  def writing():
+    return os.path.isdir(ckpt_dir) and any(n.endswith(".orbax-checkpoint-tmp") for n in os.listdir(ckpt_dir))
+
+  while (len(events) < 4 or not writes_interrupted) and attempts < 10:
+    attempts += 1
+    start = runs.last_logged_step(workdir)
+    if start >= NUM_STEPS - 6:
+      break
+    mid_write = not writes_interrupted and len(events) % 2 == 1
+    target = rng.randint(start + 1, min(start + 6, NUM_STEPS - 5))
+    with runs.running(runs.run_subprocess(args, devices=DEVICES)) as proc:
+      if mid_write:  # The next save in flight: its temporary directory is there until it is committed.
+        runs.wait_for(lambda: writing() or runs.last_logged_step(workdir) >= NUM_STEPS - 5, proc,
+                      what="a checkpoint write", poll=0.002)
+      else:
+        runs.wait_for(lambda: runs.last_logged_step(workdir) >= target, proc, what=f"step {target}")
+      caught = writing()
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+    writes_interrupted += caught and mid_write
+    events.append(("kill -9 during a write" if caught else "kill -9", runs.last_logged_step(workdir)))
+  context = f"seed {seed}: {events}"
+  assert writes_interrupted, f"no kill landed during a checkpoint write ({context})"
+
+  # A SIGTERM mid-run saves the step it stopped at.
+  term_at = min(runs.last_logged_step(workdir) + 2, NUM_STEPS - 2)
+  with runs.running(runs.run_subprocess(args, devices=DEVICES)) as proc:
+    runs.wait_for(lambda: runs.last_logged_step(workdir) >= term_at, proc, what=f"step {term_at}")
+    proc.send_signal(signal.SIGTERM)
+    output = runs.finish(proc, expect_rc=0)
+  stopped = int(re.search(r"Preemption: saved step (\d+)", output).group(1))
+  assert ckpt_lib.complete_steps(ckpt_dir)[-1] == stopped, context
+
+  runs.run("experiments.train", args, devices=DEVICES)
+  _assert_same_run(workdir, reference)
+  with open(os.path.join(workdir, "done.json")) as f, open(os.path.join(reference, "done.json")) as g:
+    assert json.load(f) == json.load(g), context
+  eval_records = [[r for r in files.read_records(os.path.join(d, "metrics.jsonl")) if r["split"] == "eval"]
+                  for d in (workdir, reference)]
+  assert [{k: v for k, v in r.items() if k != "wall_time"} for r in eval_records[0]][-1] == \
+      [{k: v for k, v in r.items() if k != "wall_time"} for r in eval_records[1]][-1], context
 
 
 # ----------------------------------------------------------------------------------------------------------------

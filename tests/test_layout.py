@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {
     "primitives": ["files", "metrics", "batchnorm", "xla_flags", "flops", "grid", "data.dataset_info"],
     "parts": ["blocks", "models", "optim", "parallel", "distributed", "checkpoint", "finetune", "weights",
-              "reporting", "plots", "results", "config", "startup", "data", "data.preprocess", "data.shapes",
-              "data.synthetic", "data.datasets", "data.pipeline"],
+              "workdir_lock", "reporting", "plots", "results", "config", "startup", "data", "data.preprocess",
+              "data.shapes", "data.synthetic", "data.datasets", "data.pipeline"],
     "engine": ["train", "sweep", "lesion", "predict", "bench", "bench.workload", "bench.peers", "bench.run",
                "bench.input"],
 }

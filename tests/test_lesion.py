@@ -106,3 +106,27 @@ def test_lesion_of_a_tiny_trained_resnet20_has_one_row_per_block(tmp_path, shape
   final = json.load(open(os.path.join(workdir, files.DONE_FILE)))
   for row in rows:
     assert float(row["top1"]) - float(row["delta_top1"]) == pytest.approx(final["top1"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_lesion_study_killed_and_rerun_writes_the_same_table(tmp_path, shapes_small):
+  """kill -9 half-way through the blocks: nothing is written (no half table), and a rerun writes the table an
+  uninterrupted study writes. Run by CI."""
+  workdir = str(tmp_path / "run")
+  command = [sys.executable, "-m", "experiments.train", "--config=configs/shapes.py", f"--workdir={workdir}", *TINY,
+             shapes_small]
+  assert subprocess.run(command, cwd=REPO, capture_output=True, timeout=600).returncode == 0
+  result = _lesion(f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr
+  whole = open(os.path.join(workdir, "lesion.csv")).read()
+  for name in ("lesion.csv", "lesion.md", "lesion.png"):
+    os.remove(os.path.join(workdir, name))
+  proc = runs.start("experiments.lesion", [f"--workdir={workdir}"], devices=1)
+  with runs.running(proc):
+    runs.wait_for(lambda: "block 3 (" in runs.output(proc), proc, what="block 3")
+    proc.kill()
+    proc.wait()
+  assert not any(name.startswith("lesion") for name in os.listdir(workdir))
+  result = _lesion(f"--workdir={workdir}")
+  assert result.returncode == 0, result.stderr
+  assert open(os.path.join(workdir, "lesion.csv")).read() == whole

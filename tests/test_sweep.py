@@ -418,3 +418,36 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, shapes_small):
   assert result.stdout.count("[skip]") == 4 and "[start]" not in result.stdout
   with open(workdir / "results.csv") as f:
     assert list(csv.DictReader(f)) == rows
+
+
+def _rows_without_timing(path):
+  with open(path) as f:
+    return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_run_and_rerun_ends_with_the_same_results(tmp_path, shapes_small):
+  """kill -9 of the sweep itself while its first run trains: the trainer is told to stop (it checkpoints), no
+  results file is left half-written, and a rerun ends with the uninterrupted sweep's results.csv. Run by CI."""
+  grid = "--grid=model.shortcut=A,none"
+  flags = [*TINY, "--config.num_steps=12", "--config.log_every_steps=1", shapes_small]
+  whole = tmp_path / "whole"
+  result = _sweep_script("--config=configs/shapes.py", grid, f"--workdir={whole}", *flags, timeout=1200)
+  assert result.returncode == 0, result.stdout + result.stderr
+  broken = tmp_path / "broken"
+  args = [sys.executable, "-m", "experiments.sweep", "--config=configs/shapes.py", grid, f"--workdir={broken}",
+          *flags]
+  with runs.running(subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) as proc:
+    runs.wait_for(lambda: runs.last_logged_step(broken / "shortcut=A") >= 5, proc, what="step 5 of the first run")
+    proc.kill()
+    proc.wait()
+  # The orphaned trainer got SIGTERM, saved and stopped; the sweep had written no results yet.
+  deadline = time.time() + 120
+  while _processes_mentioning(str(broken)) and time.time() < deadline:
+    time.sleep(0.2)
+  assert not _processes_mentioning(str(broken)), "the trainer went on training without its sweep"
+  assert not (broken / "results.csv").exists()
+  result = _sweep_script("--config=configs/shapes.py", grid, f"--workdir={broken}", *flags, timeout=1200)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "[resume] shortcut=A" in result.stdout
+  assert _rows_without_timing(broken / "results.csv") == _rows_without_timing(whole / "results.csv")

@@ -145,3 +145,104 @@ def test_two_processes_match_one_process(tmp_path, shapes_data_dir, xla_cache_di
     multi_results = json.load(f)
   assert multi_results["top1"] == pytest.approx(results["top1"], abs=0.01)
   assert multi_results["loss"] == pytest.approx(results["loss"], rel=1e-2)
+
+
+def test_linear_probe_trains_the_head_on_the_features_evaluation_sees():
+  """A frozen backbone runs in inference mode: the train step's loss is the loss of the evaluation model (running
+  BatchNorm statistics), the backbone and its statistics do not move, the head does."""
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from configs import shapes
+  from resnet_jax import data, metrics, parallel
+
+  config = shapes.get_config()
+  config.freeze_backbone = True
+  config.model.width = 0.25
+  config.batch_size = 8
+  config.num_epochs = 1.0
+  config.schedule.warmup_epochs = None  # A learning rate above zero from the first step.
+  config.schedule.warmup_steps = 0
+  info = data.DatasetInfo(num_classes=10, num_train=64, num_eval=16, image_shape=(16, 16, 3))
+  parts = train.build(config, info)
+  rng = jax.random.key(0)
+  variables = train.init_variables(parts.eval_model, rng, info.image_shape)
+  # Running statistics unlike any batch's, so that inference and batch-statistics features differ clearly.
+  stats = jax.tree.map(lambda v: v * 2.0 + 0.1, variables["batch_stats"])
+  variables = {"params": variables["params"], "batch_stats": stats}
+  images = np.random.default_rng(0).standard_normal((8, 16, 16, 3)).astype(np.float32)
+  labels = np.arange(8, dtype=np.int32) % 10
+  strategy = parallel.ShardMap(parallel.data_mesh(jax.devices()[:1]))
+  step = strategy.map_step(functools.partial(
+      train.train_step, model=parts.model, tx=parts.tx, rng=rng, label_smoothing=0.0, ema_decay=None,
+      frozen_backbone=True), donate_state=False)
+  state, sums = step(strategy.put_state(parts.make_state(variables)),
+                     strategy.put_batch({"image": images, "label": labels}))
+  train_loss = float(sums["loss"][0] / sums["loss"][1])
+  eval_logits = parts.eval_model.apply(variables, jnp.asarray(images), train=False)
+  eval_loss = float(metrics.cross_entropy(eval_logits, jnp.asarray(labels)).mean())
+  batch_logits, _ = parts.eval_model.apply(variables, jnp.asarray(images), train=True, mutable=["batch_stats"])
+  assert abs(float(metrics.cross_entropy(batch_logits, jnp.asarray(labels)).mean()) - eval_loss) > 1e-2
+  assert train_loss == pytest.approx(eval_loss, rel=1e-5)
+  assert_trees_close(state.batch_stats, stats, rtol=0, atol=0)
+  backbone = {k: v for k, v in state.params.items() if k != "head"}
+  assert_trees_close(backbone, {k: v for k, v in variables["params"].items() if k != "head"}, rtol=0, atol=0)
+  assert not np.allclose(state.params["head"]["dense"]["bias"], variables["params"]["head"]["dense"]["bias"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shapes_data_dir, xla_cache_dir):
+  """(config, workdir) of a tiny trained run (the settings of tests/runs.py, so its programs come from the cache)."""
+  config = tiny_config(shapes_data_dir, xla_cache_dir)
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def _direct_metrics(config, workdir):
+  """Loss, top-1 and top-5 over the whole eval split in one unpadded batch, computed here with numpy."""
+  import numpy as np
+
+  from resnet_jax import data, finetune
+  (batch,) = list(data.eval_iterator(config.data, global_batch_size=500, process_index=0, process_count=1))
+  assert batch["mask"].all() and len(batch["label"]) == 500
+  model = train.create_model(config, 10)
+  logits = np.asarray(model.apply(finetune.load_params(workdir), batch["image"]), np.float64)
+  log_probs = logits - logits.max(1, keepdims=True)
+  log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+  labels = batch["label"]
+  ranks = (logits > logits[np.arange(500), labels][:, None]).sum(1)
+  return {"loss": float(-log_probs[np.arange(500), labels].mean()), "top1": float((ranks == 0).mean()),
+          "top5": float((ranks < 5).mean())}
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_engine_evaluation_counts_every_example_once_with_a_padded_last_batch(tiny_run, devices):
+  """train.evaluate_checkpoint with an eval batch (96) that does not divide the split (500): the padded, masked last
+  batch and the device split give the metrics of the whole split computed in one batch, by a model whose outputs
+  depend on the images (so every image is paired with its own label)."""
+  import subprocess
+  import sys
+
+  config, workdir = tiny_run
+  want = _direct_metrics(config, workdir)
+  assert 0.0 < want["top1"] < 1.0 and want["top1"] < want["top5"]
+  config = config.copy_and_resolve_references()
+  config.eval_batch_size = 96
+  if devices == 4:
+    got = train.evaluate_checkpoint(config, workdir)
+  else:
+    code = ("import json, sys; from resnet_jax import train; from resnet_jax import config as c; "
+            "config = c.load_run_config(sys.argv[1]); config.eval_batch_size = 96; "
+            "print(json.dumps(train.evaluate_checkpoint(config, sys.argv[1])))")
+    from tests import runs
+    result = subprocess.run([sys.executable, "-c", code, workdir], cwd=runs.ROOT, env=runs.device_env(1),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+  assert got["top1"] == pytest.approx(want["top1"], abs=1e-9)
+  assert got["top5"] == pytest.approx(want["top5"], abs=1e-9)
+  assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)

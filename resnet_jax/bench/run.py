@@ -209,11 +209,11 @@ def run(options: Options, argv: Sequence[str]) -> dict:
   peers_lib.check_peer_names(options.peers)
   if options.rounds < 1:
     raise ValueError(f"--rounds must be at least 1, got {options.rounds}")
+  windows, window = timing_plan(options.steps, options.windows)
   platform_name = probe_platform()
   configure_xla(xla_flags_for(platform_name, options.platform_xla_flags, options.extra_xla_flags))
   fresh_cache = options.compilation_cache_dir is None
   cache_dir = tempfile.mkdtemp(prefix="resnet_jax_xla_cache_") if fresh_cache else options.compilation_cache_dir
-  windows, window = timing_plan(options.steps, options.windows)
   rounds, warm = [], None
   for index in range(options.rounds):
     ours = run_child("measure", [*options.measure_flags(), f"--compilation_cache_dir={cache_dir}"],

@@ -2,7 +2,8 @@
 
 Public API (see pipeline.py for the design: sharding, deterministic order, exact resume, exact evaluation):
   info(data_config) -> DatasetInfo(num_classes, num_train, num_eval, image_shape)
-  train_iterator(data_config, *, global_batch_size, seed, start_step=0, process_index=None, process_count=None)
+  train_stream(data_config, *, global_batch_size, seed, start_step=0, start_position=None, process_index=None,
+               process_count=None) -> iterator of (batch, position); train_iterator(...) -> batches
   eval_iterator(data_config, *, global_batch_size, process_index=None, process_count=None)
   num_eval_steps(data_config, *, global_batch_size, process_count=None)
   prepare(name, *, builder_config=None, data_dir=None, manual_dir=None)
@@ -47,12 +48,23 @@ def info(data_config) -> DatasetInfo:
   return synthetic.info(data_config) if _is_synthetic(data_config) else _datasets().info(data_config)
 
 
-def train_iterator(data_config, *, global_batch_size: int, seed: int, start_step: int = 0, process_index=None,
-                   process_count=None):
-  """Infinite iterator of this process's training batches, exactly resumable (see `pipeline.train_iterator`)."""
-  make = synthetic.host_train_iterator if _is_synthetic(data_config) else _pipeline().train_iterator
-  return make(data_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-              process_index=process_index, process_count=process_count)
+def train_stream(data_config, *, global_batch_size: int, seed: int, start_step: int = 0, start_position=None,
+                 process_index=None, process_count=None):
+  """Infinite iterator of (batch, position) of this process's training stream, exactly resumable from a step and
+  the position a run reported there (see `pipeline.train_stream`; synthetic data has no position: None)."""
+  if _is_synthetic(data_config):
+    batches = synthetic.host_train_iterator(data_config, global_batch_size=global_batch_size, seed=seed,
+                                            start_step=start_step, process_index=process_index,
+                                            process_count=process_count)
+    return ((batch, None) for batch in batches)
+  return _pipeline().train_stream(data_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
+                                  start_position=start_position, process_index=process_index,
+                                  process_count=process_count)
+
+
+def train_iterator(data_config, **kwargs):
+  """Infinite iterator of this process's training batches, exactly resumable (see `train_stream`)."""
+  return (batch for batch, _ in train_stream(data_config, **kwargs))
 
 
 def eval_iterator(data_config, *, global_batch_size: int, process_index=None, process_count=None):

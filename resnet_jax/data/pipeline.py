@@ -88,6 +88,9 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     local_batch: this process's batch size (cached mode: the process takes its slice of every global batch).
     shuffle_buffer: window of the streamed shuffle.
     skip: records of the epoch already consumed (not read again when cached, read but not decoded otherwise).
+
+  The stream runs on past the end of the epoch's order, into the same order again: those records are spares, read
+  only when corrupt records leave the epoch short of its batches (the next record takes a corrupt one's place).
   """
   skip = tf.cast(skip, tf.int64)
   if cache_records is not None:
@@ -96,11 +99,12 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     permutation = tf.random.experimental.stateless_shuffle(
         tf.range(tf.shape(cache_records, tf.int64)[0]), seed=_fold(preprocess.example_seed(seed), epoch))
     b, g = tf.constant(local_batch, tf.int64), tf.constant(local_batch * process_count, tf.int64)
-    steps = tf.size(permutation, tf.int64) // g
-    positions = tf.data.Dataset.range(skip, steps * b)
+    n = tf.size(permutation, tf.int64)
+    steps = n // g
+    positions = tf.data.Dataset.range(skip, 2 * steps * b)
 
     def record(k):
-      index = (k // b) * g + process_index * b + k % b
+      index = ((k // b) * g + process_index * b + k % b) % n
       return k, index, tf.gather(cache_records, permutation[index])
     return positions.map(record)
   epoch_seed = _fold(_fold(preprocess.example_seed(seed), process_index), epoch)
@@ -110,7 +114,7 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
                             epoch_seed, shuffle_buffer)
   # Ids above 2**40 per process keep the augmentation seeds of different processes apart.
   offset = tf.constant(process_index, tf.int64) * (1 << 40)
-  return records.enumerate().skip(skip).map(lambda k, r: (k, offset + k, r))
+  return records.repeat(2).enumerate().skip(skip).map(lambda k, r: (k, offset + k, r))
 
 
 def _options(data_config) -> tf.data.Options:
@@ -139,13 +143,14 @@ def steps_per_epoch(num_train: int, global_batch_size: int) -> int:
   return steps
 
 
-def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step: int = 0, process_index: int = 0,
-                  process_count: int = 1, builder=None) -> tf.data.Dataset:
+def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step: int = 0,
+                  start_position: int | None = None, process_index: int = 0, process_count: int = 1,
+                  builder=None) -> tf.data.Dataset:
   """This process's infinite training stream as a tf.data.Dataset of batches.
 
   Batches hold 'image' (float32, normalised), 'label' (int32), and 'epoch' / 'position' (int64: where each
-  example sits in the epoch's order, used to count skipped corrupt records). See the module docstring for the
-  order; `train_iterator` is the public entry point.
+  example sits in the epoch's order; they count skipped corrupt records and tell a checkpoint where the stream
+  stands). See the module docstring for the order; `train_stream` is the public entry point.
   """
   builder = builder or datasets.builder_for(data_config)
   if start_step < 0:
@@ -155,7 +160,12 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
   steps = steps_per_epoch(datasets.split_info(builder, split).num_examples, global_batch_size)
   per_epoch = steps * local_batch
   start_epoch, start_offset = divmod(start_step, steps)
-  start_offset *= local_batch
+  start_offset *= local_batch  # Examples of the epoch already trained on.
+  # Records of the epoch already read: as many, unless corrupt ones were skipped (then the caller knows).
+  start_position = start_offset if start_position is None else start_position
+  if start_position < start_offset:
+    raise ValueError(f"start_position={start_position} is before the {start_offset} examples step {start_step} "
+                     "has consumed in its epoch.")
 
   size = datasets.image_size(data_config, builder)
   augment = preprocess.train_fn(datasets.family(data_config), image_size=size,
@@ -175,16 +185,18 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
     return {"image": image, "label": label, "epoch": epoch, "position": position}
 
   def one_epoch(epoch):
-    skip = tf.where(tf.equal(epoch, start_epoch), tf.constant(start_offset, tf.int64), tf.constant(0, tf.int64))
+    first = tf.equal(epoch, start_epoch)
+    skip = tf.where(first, tf.constant(start_position, tf.int64), tf.constant(0, tf.int64))
+    consumed = tf.where(first, tf.constant(start_offset, tf.int64), tf.constant(0, tf.int64))
     records = epoch_records(builder, split, seed=seed, epoch=epoch, process_index=process_index,
                             process_count=process_count, cache_records=cache_records, local_batch=local_batch,
                             shuffle_buffer=shuffle_buffer, skip=skip)
     examples = records.map(lambda position, example_id, record: example(epoch, position, example_id, record),
                            num_parallel_calls=calls,
                            deterministic=True)
-    # Corrupt records are dropped here; the epoch then takes the next ones, so it still fills its batches when
-    # the split's remainder allows.
-    examples = examples.ignore_errors().take(per_epoch - skip)
+    # Corrupt records are dropped here and the next records (spares past the end of the order, if needed) take
+    # their places, so every epoch has its `steps` full batches.
+    examples = examples.ignore_errors().take(per_epoch - consumed)
     return examples.batch(local_batch, drop_remainder=True)
 
   batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
@@ -194,9 +206,10 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
   return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(data_config))
 
 
-def train_iterator(data_config, *, global_batch_size: int, seed: int, start_step: int = 0, process_index=None,
-                   process_count=None) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite iterator of this process's training batches.
+def train_stream(data_config, *, global_batch_size: int, seed: int, start_step: int = 0,
+                 start_position: int | None = None, process_index=None,
+                 process_count=None) -> Iterator[tuple[dict[str, np.ndarray], tuple[int, int]]]:
+  """Infinite iterator of this process's training batches, each with where the stream stands after it.
 
   Args:
     data_config: `config.data`.
@@ -204,37 +217,48 @@ def train_iterator(data_config, *, global_batch_size: int, seed: int, start_step
     seed: the run's seed; fixes the order of every epoch and every augmentation.
     start_step: the first step to yield. Batches from `start_step=k` equal batches k, k+1, ... of a run started at
       0 (exact resume).
+    start_position: records of step k's epoch that this process had read before step k: the `position` a run
+      reported with batch k - 1. Needed for exactness only when corrupt records were skipped before step k in its
+      epoch; None assumes there were none.
     process_index, process_count: this process and the number of processes (default: JAX's).
 
   Returns:
-    Iterator of {'image': float32 [B, H, W, C] normalised, 'label': int32 [B]}, B = global_batch_size //
-    process_count. Every epoch has `num_train // global_batch_size` batches.
+    Iterator of ({'image': float32 [B, H, W, C] normalised, 'label': int32 [B]}, (epoch, position)), B =
+    global_batch_size // process_count, where `position` counts the records of the epoch this process has read
+    up to and including the batch. Every epoch has `num_train // global_batch_size` batches.
   """
   process_index, process_count = datasets.resolve_processes(process_index, process_count)
   builder = datasets.builder_for(data_config)
   dataset = train_dataset(data_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-                          process_index=process_index, process_count=process_count, builder=builder)
+                          start_position=start_position, process_index=process_index, process_count=process_count,
+                          builder=builder)
   steps = steps_per_epoch(datasets.split_info(builder, datasets.train_split(data_config)).num_examples,
                           global_batch_size)
-  first_offset = (start_step % steps) * (global_batch_size // process_count)
-  return _count_skipped(dataset.as_numpy_iterator(), first_offset, data_config.name)
+  first = (start_step % steps) * (global_batch_size // process_count) if start_position is None else start_position
+  return _count_skipped(dataset.as_numpy_iterator(), first, data_config.name)
 
 
-def _count_skipped(batches, first_offset: int, name: str):
-  """Strips the bookkeeping fields and logs how many corrupt records were skipped (gaps in the positions)."""
-  epoch, expected, skipped = None, first_offset, 0
+def train_iterator(data_config, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+  """The batches of `train_stream(data_config, **kwargs)`, without their positions."""
+  return (batch for batch, _ in train_stream(data_config, **kwargs))
+
+
+def _count_skipped(batches, first_position: int, name: str):
+  """Strips the bookkeeping fields, yields (batch, (epoch, position after it)), and logs how many corrupt records
+  were skipped (gaps in the positions)."""
+  epoch, expected, skipped = None, first_position, 0
   for batch in batches:
     epochs, positions = batch.pop("epoch"), batch.pop("position")
     if epoch is not None and epochs[0] != epoch:
       expected = 0
-    epoch = epochs[0]
+    epoch = int(epochs[0])
     gap = int(positions[-1]) - expected + 1 - len(positions)
     if gap > 0:
       skipped += gap
       logging.warning("Skipped %d corrupt training record(s) of %s so far (latest: epoch %d, before position %d).",
                       skipped, name, epoch, positions[-1])
     expected = int(positions[-1]) + 1
-    yield batch
+    yield batch, (epoch, expected)
 
 
 # ----------------------------------------------------------------------------------------------------------------
