@@ -212,3 +212,23 @@ def test_peer_harness_runs_every_step_once():
   assert len(timing["window_seconds"]) == 3 and timing["window_steps"] == 4
   summary = harness.summarize({"first_step_s": 1.0, "window_seconds": [1.0, 2.0, 4.0], "window_steps": 4}, 8)
   assert summary["images_per_sec"] == 16.0 and summary["step_time_s"] == 0.5
+
+
+def test_the_profile_tells_every_convolution_apart():
+  """In a CIFAR ResNet-20's compiled train step, XLA's instructions classify into 19 forward convolutions, 18
+  gradients with respect to the input (none for the image) and 19 with respect to the weights, by stage width."""
+  import collections
+
+  from resnet_jax.bench import profile
+
+  spec = workload.resolve_workload("cifar_resnet20", platform_name="cpu", device_count=1, batch=8, dtype="float32",
+                                   image_size=16)
+  step, state, batch = workload.build_step(spec, abstract=True)
+  kinds = profile.classify(step.lower(state, batch).compile().as_text())
+  convs = collections.Counter(kind for kind in kinds.values() if kind[0].startswith("convolution"))
+  by_kind = collections.Counter()
+  for (kind, _), count in convs.items():
+    by_kind[kind] += count
+  assert by_kind == {"convolution forward": 19, "convolution grad input": 18, "convolution grad weights": 19}
+  assert convs[("convolution forward", 16)] == 7 and convs[("convolution grad weights", 64)] == 6
+  assert {kind for kind, _ in kinds.values()} >= {"elementwise", "reductions (BatchNorm, pooling, loss)"}

@@ -60,6 +60,8 @@ CASES = [
     ("benchmark", ["--peers=tf"], "unknown peer(s) ['tf']"),
     ("benchmark", ["--steps=0"], "must be at least 1"),
     ("benchmark_input", ["--threads=0"], "--threads must be positive"),
+    ("profile", ["--steps=0"], "--steps and --batch must be positive"),
+    ("profile", ["--model=resnet51"], "unknown model 'resnet51'"),
 ]
 
 

@@ -72,6 +72,8 @@ def main():
   p.add_argument("--threads", type=int, default=0,
                  help="torch intra-op threads; 0 (CPU): the faster of 1 and PyTorch's default, tried first.")
   p.add_argument("--compile_mode", default="", help="Non-empty: torch.compile the model with this mode.")
+  p.add_argument("--profile_steps", type=int, default=0,
+                 help="Instead of timing: profile this many steps with torch.profiler and write the breakdown.")
   args = p.parse_args()
 
   missing = harness.missing_modules(["torch"])
@@ -87,6 +89,11 @@ def main():
     torch.set_num_threads(args.threads)
   candidates = sorted({1, torch.get_num_threads()}) if args.device == "cpu" and not args.threads else ()
   model = build(torch, args.depth)
+  if args.profile_steps:
+    result = torch_step.profile_breakdown(torch, model, args=args, num_classes=10,
+                                          channels_last=args.layout == "channels_last", thread_candidates=candidates)
+    harness.write(args.out, {**result, "peer": PEER, "status": "ok", "versions": torch_step.versions(torch)})
+    return
   result = torch_step.train_step_timing(torch, model, args=args, num_classes=10,
                                         channels_last=args.layout == "channels_last",
                                         compile_mode=args.compile_mode or None, thread_candidates=candidates)

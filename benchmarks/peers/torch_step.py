@@ -104,3 +104,65 @@ def train_step_timing(torch, model, *, args, num_classes: int, channels_last: bo
   result["num_params"] = sum(p.numel() for p in model.parameters())
   result["optimizer"] = "SGD momentum 0.9, " + ("fused" if optimizer.defaults.get("fused") else "foreach")
   return result
+
+
+# torch.profiler op names by kind of work, for the breakdown beside XLA's (resnet_jax/bench/profile.py).
+_KINDS = (
+    ("convolution forward", ("mkldnn_convolution", "_convolution", "convolution", "conv2d", "_slow_conv2d_forward")),
+    ("convolution backward (input and weights)", ("convolution_backward", "mkldnn_convolution_backward")),
+    ("reductions (BatchNorm, pooling, loss)", ("batch_norm", "native_batch_norm", "native_batch_norm_backward",
+                                               "batch_norm_backward", "_batch_norm_impl_index", "mean", "sum",
+                                               "log_softmax", "_log_softmax", "nll_loss", "_log_softmax_backward_data",
+                                               "nll_loss_backward", "nll_loss_forward", "cross_entropy_loss")),
+    ("optimizer", ("_foreach_",)),
+    ("copies and transposes", ("copy_", "contiguous", "clone", "to", "_to_copy", "cat", "constant_pad_nd", "pad",
+                               "slice", "select", "view", "as_strided", "empty_like", "zero_", "fill_",
+                               "slice_backward", "expand")),
+    ("elementwise", ("relu", "relu_", "threshold_backward", "add", "add_", "mul", "mul_", "div", "sub", "neg",
+                     "addcmul_", "threshold")),
+)
+
+
+def _kind(name: str) -> str:
+  op = name.removeprefix("aten::")
+  for kind, ops in _KINDS:
+    if any(op == o or (o.endswith("_") and op.startswith(o)) for o in ops):
+      return kind
+  return "other (autograd, dispatch, allocation)"
+
+
+def profile_breakdown(torch, model, *, args, num_classes: int, channels_last: bool, thread_candidates=()):
+  """Self CPU time per step of each kind of work in `args.profile_steps` steps, from torch.profiler."""
+  import time
+
+  import torch.nn.functional as F
+
+  torch.manual_seed(args.seed)
+  memory_format = torch.channels_last if channels_last else torch.contiguous_format
+  model = model.to(memory_format=memory_format).train()
+  optimizer = make_sgd(torch, model, "cpu")
+  images = torch.randn(args.batch, 3, args.image_size, args.image_size).contiguous(memory_format=memory_format)
+  labels = torch.randint(0, num_classes, (args.batch,))
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+
+  tuned = pick_threads(torch, step, thread_candidates) if len(thread_candidates) > 1 else {}
+  for _ in range(2):
+    step()
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    start = time.perf_counter()
+    for _ in range(args.profile_steps):
+      step()
+    wall = (time.perf_counter() - start) / args.profile_steps
+  totals = {}
+  for event in prof.key_averages():
+    kind = _kind(event.key)
+    totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total / 1e3 / args.profile_steps  # ms per step
+  total = sum(totals.values())
+  rows = [{"kind": k, "ms": v, "share": v / total if total else 0.0}
+          for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
+  return {"step_ms": wall * 1e3, "rows": rows, "threads": torch.get_num_threads(), **tuned,
+          "note": "self CPU time of the ops, summed over threads; with profiling on (slower than timed steps)"}

@@ -38,6 +38,8 @@ PEERS = {
     "torch_compile": Peer("torch_resnet50.py", ("resnet50",), ("torch", "torchvision"), ("gpu",),
                           extra_args=("--compile_mode=default",)),
     "torch_cifar": Peer("torch_cifar_resnet.py", _CIFAR_NETS, ("torch",), ("cpu", "gpu")),
+    "torch_cifar_compile": Peer("torch_cifar_resnet.py", _CIFAR_NETS, ("torch",), ("cpu", "gpu"),
+                                extra_args=("--compile_mode=default",)),
 }
 _PEER_DEVICE = {"cpu": "cpu", "gpu": "cuda"}
 
@@ -70,7 +72,7 @@ def peer_command(name: str, workload: Workload, *, platform_name: str, warmup: i
          f"--image_size={workload.image_size}", f"--dtype={workload.dtype}",
          f"--device={_PEER_DEVICE.get(platform_name, 'cpu')}", f"--warmup={warmup}", f"--windows={windows}",
          f"--window={window}", f"--out={out}", *peer.extra_args]
-  if name == "torch_cifar":
+  if peer.script == "torch_cifar_resnet.py":
     cmd.append(f"--depth={workload.model.removeprefix('cifar_resnet')}")
   return cmd
 

@@ -1,0 +1,241 @@
+"""Where the CPU train step's time goes: XLA's own profile of the compiled step, broken down by kind of work.
+
+The benchmark's step (`workload.build_step`: the trainer's train_step under shard_map, on a synthetic batch) is
+compiled, run a few times, then traced with the JAX profiler. Every op the XLA:CPU runtime executed appears in the
+trace under the name of its HLO instruction; the compiled module's text says what each instruction is:
+
+- convolutions, split into the forward pass, the gradient with respect to the input and the gradient with respect
+  to the weights (backward convolutions carry `transpose(jvp(...))` in their metadata; a weight gradient's result
+  has the kernel's shape), and by stage (the channel count of the activations);
+- fusions and other ops, by what they contain: reductions (BatchNorm statistics and its backward, the loss),
+  copies and transposes only, elementwise arithmetic (activations, additions, BatchNorm's scale and shift, the
+  optimizer), dots (the classifier), collectives;
+- the time between ops: the step's wall time not covered by any op.
+
+`experiments/profile.py` is its command line; `torch_profile` reads the same breakdown from the PyTorch peer
+(torch.profiler) where PyTorch is installed.
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from resnet_jax.bench import workload as workload_lib
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)(?:\{[^}]*\})? ([\w\-]+)\(")
+_SHAPE = re.compile(r"[a-z0-9]+\[([0-9,]*)\]")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def _dims(shape_text: str) -> tuple[int, ...]:
+  match = _SHAPE.match(shape_text)
+  return tuple(int(d) for d in match.group(1).split(",") if d) if match else ()
+
+
+def _computations(hlo: str) -> dict[str, list[str]]:
+  """{computation name: its instruction lines} of an HLO module's text; the entry computation is 'ENTRY'."""
+  out, name, body = {}, None, []
+  for line in hlo.splitlines():
+    header = re.match(r"^(ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
+    if header and not line.startswith(" "):
+      name, body = ("ENTRY" if header.group(1) else header.group(2)), []
+    elif line.startswith("}") and name is not None:
+      out[name] = body
+      name = None
+    elif name is not None:
+      body.append(line)
+  return out
+
+
+def _conv_kind(line: str, shape: tuple[int, ...]) -> str:
+  # A weight gradient slides a window as large as the activations over them, so its window is larger than its
+  # (kernel-sized) result; a gradient with respect to the input carries transpose(jvp(...)) in its metadata; the
+  # rest is the forward pass.
+  window = re.search(r"window=\{size=([0-9x]+)", line)
+  if window and len(shape) == 4 and [int(d) for d in window.group(1).split("x")] > list(shape[1:3]):
+    return "convolution grad weights"
+  match = _OP_NAME.search(line)
+  if "transpose(" in (match.group(1) if match else ""):
+    return "convolution grad input"
+  return "convolution forward"
+
+
+def _conv_channels(shape: tuple[int, ...]) -> int:
+  """The output channels: the stage's width for every convolution but the weight gradients' (their last dimension
+  is the kernel's output channels, the same thing)."""
+  return shape[-1] if shape else 0
+
+
+def classify(hlo: str) -> dict[str, tuple[str, int]]:
+  """{instruction name: (kind of work, channels or 0)} for every instruction of the entry computation."""
+  computations = _computations(hlo)
+  kinds: dict[str, tuple[str, int]] = {}
+
+  def contents(name: str, seen=()) -> set[str]:
+    ops = set()
+    for line in computations.get(name, []):
+      match = _INSTRUCTION.match(line)
+      if not match:
+        continue
+      ops.add(match.group(3))
+      for called in _CALLS.findall(line):
+        if called not in seen:
+          ops |= contents(called, seen + (name,))
+    return ops
+
+  def conv_inside(name: str) -> str | None:
+    for line in computations.get(name, []):
+      match = _INSTRUCTION.match(line)
+      if match and match.group(3) == "convolution":
+        return line
+    return None
+
+  for line in computations.get("ENTRY", []):
+    match = _INSTRUCTION.match(line)
+    if not match:
+      continue
+    name, shape_text, op = match.groups()
+    shape = _dims(shape_text)
+    conv_line = line if op == "convolution" else None
+    called = _CALLS.findall(line)
+    if conv_line is None and called:
+      conv_line = conv_inside(called[0])
+      if conv_line is not None:
+        inner = _INSTRUCTION.match(conv_line)
+        shape = _dims(inner.group(2)) if inner else shape
+    if conv_line is not None:
+      kind = _conv_kind(conv_line, shape)
+      kinds[name] = (kind, _conv_channels(shape))
+      continue
+    ops = {op} | (set().union(*(contents(c) for c in called)) if called else set())
+    ops -= {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
+    if not ops:
+      kinds[name] = ("bookkeeping", 0)
+    elif ops & {"all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all"}:
+      kinds[name] = ("collectives", 0)
+    elif ops & {"dot", "custom-call"} and "dot" in ops:
+      kinds[name] = ("dot (classifier)", 0)
+    elif ops & {"reduce", "reduce-window", "select-and-scatter"}:
+      kinds[name] = ("reductions (BatchNorm, pooling, loss)", 0)
+    elif ops <= {"copy", "transpose", "reshape", "slice", "concatenate", "pad", "broadcast", "dynamic-slice",
+                 "dynamic-update-slice", "copy-start", "copy-done"}:
+      kinds[name] = ("copies and transposes", 0)
+    else:
+      kinds[name] = ("elementwise", 0)
+  return kinds
+
+
+def _xplane(path: str):
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # TensorFlow ships the profile's protocol buffers.
+  space = xplane_pb2.XSpace()
+  with open(path, "rb") as f:
+    space.ParseFromString(f.read())
+  return space
+
+
+def _op_events(trace_dir: str, names: set[str]) -> list[tuple[str, int, int]]:
+  """(instruction name, start ps, duration ps) of every executed op of the compiled step in the trace."""
+  (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+  events = []
+  for plane in _xplane(path).planes:
+    metadata = {k: v.name for k, v in plane.event_metadata.items()}
+    for line in plane.lines:
+      for event in line.events:
+        name = metadata.get(event.metadata_id, "")
+        if name in names:
+          events.append((name, line.timestamp_ns * 1000 + event.offset_ps, event.duration_ps))
+  return events
+
+
+def _covered(intervals: list[tuple[int, int]]) -> int:
+  total, end = 0, None
+  for start, stop in sorted(intervals):
+    if end is None or start > end:
+      total += stop - start
+      end = stop
+    elif stop > end:
+      total += stop - end
+      end = stop
+  return total
+
+
+def profile(workload: workload_lib.Workload, *, steps: int = 5, warmup: int = 2) -> dict[str, Any]:
+  """The breakdown of one train step of `workload`: {'rows': [{kind, channels, ms, share}], 'step_ms', ...}."""
+  import jax
+
+  step, state, batch = workload_lib.build_step(workload)
+  compiled = step.lower(state, batch).compile()
+  kinds = classify(compiled.as_text())
+  for _ in range(warmup + 1):
+    state, _ = compiled(state, batch)
+  jax.block_until_ready(state)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, _ = compiled(state, batch)
+    jax.block_until_ready(state)
+    wall = (time.perf_counter() - start) / steps
+    jax.profiler.stop_trace()
+    events = _op_events(trace_dir, set(kinds))
+  totals: dict[tuple[str, int], int] = collections.defaultdict(int)
+  for name, _, duration in events:
+    totals[kinds[name]] += duration
+  busy = _covered([(start, start + duration) for _, start, duration in events]) / steps / 1e9  # ms per step
+  op_ms = {key: ps / steps / 1e9 for key, ps in totals.items()}
+  rows = [{"kind": kind, "channels": channels, "ms": ms} for (kind, channels), ms in op_ms.items()]
+  rows.append({"kind": "between ops (no op running)", "channels": 0, "ms": max(0.0, wall * 1e3 - busy)})
+  total = sum(r["ms"] for r in rows)
+  for row in rows:
+    row["share"] = row["ms"] / total if total else 0.0
+  rows.sort(key=lambda r: (_ORDER.get(r["kind"], 99), r["channels"]))
+  return {"workload": workload.flags(), "step_ms": wall * 1e3, "op_ms_all_threads": sum(op_ms.values()),
+          "busy_ms": busy, "rows": rows, "xla_flags": os.environ.get("XLA_FLAGS", ""), "steps": steps}
+
+
+_ORDER = {k: i for i, k in enumerate((
+    "convolution forward", "convolution grad input", "convolution grad weights",
+    "reductions (BatchNorm, pooling, loss)", "elementwise", "copies and transposes", "dot (classifier)",
+    "collectives", "bookkeeping", "between ops (no op running)"))}
+
+
+def torch_profile(model: str, *, batch: int, image_size: int, steps: int = 5) -> dict[str, Any]:
+  """The same breakdown of the PyTorch peer's step (benchmarks/peers/torch_cifar_resnet.py --profile)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "profile.json")
+    depth = model.removeprefix("cifar_resnet")
+    command = [sys.executable, os.path.join(_REPO, "benchmarks", "peers", "torch_cifar_resnet.py"),
+               f"--depth={depth}", f"--batch={batch}", f"--image_size={image_size}", "--device=cpu",
+               f"--profile_steps={steps}", f"--out={out}"]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=_REPO, timeout=1800)
+    if proc.returncode or not os.path.exists(out):
+      return {"status": "failed", "reason": (proc.stderr or proc.stdout)[-2000:]}
+    with open(out) as f:
+      return json.load(f)
+
+
+def markdown(result: dict[str, Any], peer: dict[str, Any] | None = None) -> str:
+  """The breakdown as a markdown table (ms per step and share), with the peer's beside it where given."""
+  lines = [f"Step {result['step_ms']:.1f} ms (ours), ops busy {result['busy_ms']:.1f} ms of it.", "",
+           "| kind of work | channels | ours ms/step | share |", "|---|---|---|---|"]
+  for row in result["rows"]:
+    channels = str(row["channels"]) if row["channels"] else ""
+    lines.append(f"| {row['kind']} | {channels} | {row['ms']:.2f} | {100 * row['share']:.1f} % |")
+  if peer and peer.get("status") == "ok":
+    lines += ["", f"PyTorch peer (torch.profiler, {peer['threads']} thread(s)): step {peer['step_ms']:.1f} ms.", "",
+              "| kind of work | peer ms/step | share |", "|---|---|---|"]
+    for row in peer["rows"]:
+      lines.append(f"| {row['kind']} | {row['ms']:.2f} | {100 * row['share']:.1f} % |")
+  elif peer:
+    lines += ["", f"PyTorch peer: {peer.get('status')}: {peer.get('reason', '')[:200]}"]
+  return "\n".join(lines) + "\n"
