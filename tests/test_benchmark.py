@@ -103,8 +103,8 @@ def test_peer_plan_skips_with_the_reason():
   r50, r56 = _workload("resnet50", dtype="float32"), _workload("cifar_resnet56", dtype="float32")
   assert peers.peer_skip_reason("torch_cifar", r50, "cpu") == \
       "peer 'torch_cifar' reproduces cifar_resnet20, cifar_resnet32, cifar_resnet44..., not resnet50"
-  assert peers.peer_skip_reason("torch_compile", r50, "cpu") == \
-      "peer 'torch_compile' runs on gpu, and this run is on cpu"
+  assert peers.peer_skip_reason("torch_compile", r50, "tpu") == \
+      "peer 'torch_compile' runs on cpu/gpu, and this run is on tpu"
   assert peers.peer_skip_reason("keras", r50, "gpu") == "peer 'keras' runs on cpu, and this run is on gpu"
   absent = peers.Peer("x.py", ("resnet50",), ("json", "no_such_module_for_this_test"), ("cpu",))
   assert peers.peer_skip_reason("x", r50, "cpu", absent) == \

@@ -1,7 +1,8 @@
-"""Peer: torchvision's ResNet-50 (v1.5) training step on CUDA, eager or torch.compile'd.
+"""Peer: torchvision's ResNet-50 (v1.5) training step on CUDA or the CPU, eager or torch.compile'd.
 
-bf16 autocast with float32 parameters, channels-last tensors, fused SGD with momentum 0.9 (see torch_step.py).
-Needs torch, torchvision and a CUDA device; anywhere else it records a skip with the reason.
+bf16 autocast with float32 parameters when asked, channels-last tensors, SGD with momentum 0.9 (fused on CUDA; see
+torch_step.py). On the CPU it first picks the faster of 1 thread and PyTorch's default. Needs torch and
+torchvision; where they are missing it records a skip with the reason.
 
   python benchmarks/peers/torch_resnet50.py --device=cuda --batch=256 --image_size=224 --dtype=bfloat16 \
       [--compile_mode=default] --out=torch.json
@@ -32,8 +33,9 @@ def main():
   if args.device == "cuda":
     torch.backends.cudnn.benchmark = True  # Picks the fastest convolution algorithms for these fixed shapes.
   model = torchvision.models.resnet50(weights=None, num_classes=args.num_classes)
+  candidates = sorted({1, torch.get_num_threads()}) if args.device == "cpu" else ()
   result = torch_step.train_step_timing(torch, model, args=args, num_classes=args.num_classes, channels_last=True,
-                                        compile_mode=args.compile_mode or None)
+                                        compile_mode=args.compile_mode or None, thread_candidates=candidates)
   result.update(
       peer=peer, status="ok",
       framework=f"pytorch {'torch.compile mode=' + args.compile_mode if args.compile_mode else 'eager'}",
