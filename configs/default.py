@@ -31,10 +31,10 @@ def get_config():
   config.dtype = "bfloat16"  # Compute dtype; parameters and BatchNorm statistics stay float32.
 
   config.data = ml_collections.ConfigDict()  # The dataset and its input pipeline.
-  config.data.name = "imagenet2012"  # A TFDS name, 'shapes' (built in) or 'synthetic' (on device, no TF).
+  config.data.name = "imagenet2012"  # A TFDS name, 'shapes' (built in), 'folder:PATH' or 'synthetic' (no TF).
   config.data.builder_config = placeholder(str)  # TFDS builder config.
   config.data.data_dir = placeholder(str)  # TFDS data dir; None = default.
-  config.data.preprocess = "imagenet"  # Augmentation family: 'imagenet' or 'cifar'.
+  config.data.preprocess = "imagenet"  # Augmentation family: 'imagenet' or 'cifar'; None: 'imagenet' from 64 px.
   config.data.image_size = 224  # Train and eval crop size.
   config.data.crop_fraction = 0.875  # Eval center-crop fraction (ImageNet family).
   config.data.train_split = "train"  # TFDS split to train on.
@@ -44,6 +44,9 @@ def get_config():
   config.data.num_parallel_calls = -1  # tf.data parallelism; -1 = AUTOTUNE.
   config.data.autotune = True  # tf.data's autotuner picks parallelism and buffer sizes as the run goes.
   config.data.num_classes = placeholder(int)  # None = from the dataset.
+  config.data.flip = True  # Random horizontal flips in training (both families).
+  config.data.rotation_degrees = 0.0  # Training: random rotation by up to this many degrees either way; 0 = off.
+  config.data.color_jitter = 0.0  # Training: brightness, contrast, saturation x U[1-s, 1+s] for s = this; 0 = off.
 
   config.batch_size = 1024  # Global training batch over all devices and processes.
   config.eval_batch_size = 1024  # Global evaluation batch (the last batch is padded and masked).
@@ -60,6 +63,7 @@ def get_config():
   config.optimizer.weight_decay = 1e-4  # Applied to kernels only, never to BatchNorm or biases.
   config.optimizer.grad_clip_norm = placeholder(float)  # Global-norm clip.
   config.optimizer.ema_decay = placeholder(float)  # EMA of params for eval.
+  config.optimizer.backbone_lr_multiplier = 1.0  # Learning rate outside the head, x this (0: backbone params fixed).
 
   config.schedule = ml_collections.ConfigDict()  # The learning rate over the run.
   config.schedule.name = "cosine"  # 'cosine', 'step', 'polynomial', 'constant'.

@@ -6,10 +6,16 @@ r"""Converts published ResNet weights into a checkpoint that `--config.init_from
   # torchvision (v1.5 layout): a saved state_dict (needs torch), or torchvision's own weights (needs torchvision).
   python -m experiments.convert_weights --from=torchvision --model=resnet50 --state_dict=resnet50.pth \
       --out=weights/tv_resnet50
+  # A .safetensors file in the torchvision / timm key layout (no PyTorch needed).
+  python -m experiments.convert_weights --from=safetensors --safetensors=model.safetensors --model=resnet50 \
+      --out=weights/r50
+  # Our own random initialisation written as a torchvision-layout .safetensors file (--out ending in .safetensors
+  # writes that layout from any source but Keras).
+  python -m experiments.convert_weights --from=random --model=resnet18 --out=weights/resnet18_random.safetensors
 
 The script prints the --config flags that build the matching network. A fine-tuning run with another class count
 gets a freshly initialised head (resnet_jax.finetune.merge_for_finetune); add --config.freeze_backbone=True for a
-linear probe.
+linear probe, or --config.optimizer.backbone_lr_multiplier=0.1 for a smaller learning rate in the backbone.
 """
 import os
 
@@ -17,21 +23,24 @@ from absl import app, flags
 
 from resnet_jax import startup
 
-flags.DEFINE_enum("from", None, ["keras", "torchvision"], "Where the weights come from (required).")
-flags.DEFINE_string("out", None, "Directory to write the converted weights to (required).")
+flags.DEFINE_enum("from", None, ["keras", "torchvision", "safetensors", "random"],
+                  "Where the weights come from (required); 'random': our own initialisation of --model.")
+flags.DEFINE_string("out", None, "Directory to write the converted weights to, or a .safetensors file (torchvision / "
+                    "timm layout) (required).")
 flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
 flags.DEFINE_string("keras_weights", None,
                     "Keras only: a weights file of keras.applications.ResNet50 (.h5 / .weights.h5), 'imagenet' to "
                     "download Keras's, or unset for random initialisation.")
-flags.DEFINE_integer("num_classes", 1000, "Keras only: the classifier size of --keras_weights (or of the random "
-                     "network).")
-flags.DEFINE_string("model", "resnet50", "torchvision only: the network (resnet18, resnet34, resnet50, resnet101, "
-                    "resnet152).")
+flags.DEFINE_integer("num_classes", 1000, "Keras and random only: the classifier size.")
+flags.DEFINE_string("model", "resnet50", "torchvision, safetensors and random: the network (resnet18, resnet34, "
+                    "resnet50, resnet101, resnet152).")
 flags.DEFINE_string("state_dict", None,
                     "torchvision only: a file saved with torch.save(model.state_dict(), FILE). Unset: build the "
                     "network with torchvision (random init, or --torchvision_weights).")
 flags.DEFINE_string("torchvision_weights", None, "torchvision only, without --state_dict: a weights name for "
                     "torchvision.models.get_model, e.g. IMAGENET1K_V1 (downloads); unset for random init.")
+flags.DEFINE_string("safetensors", None, "safetensors only: the .safetensors file (torchvision / timm key layout).")
+flags.DEFINE_integer("seed", 0, "random only: the initialisation seed.")
 FLAGS = flags.FLAGS
 
 
@@ -40,16 +49,20 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Checked here rather than with required=True: tests import several scripts into one process.
   if not FLAGS["from"].value or not FLAGS.out:
-    raise app.UsageError("--from (keras or torchvision) and --out are required")
+    raise app.UsageError("--from (keras or torchvision) and --out are required (--from may also be safetensors or "
+                         "random)")
   source = FLAGS["from"].value
   if os.path.exists(FLAGS.out) and not FLAGS.overwrite:  # Checked before minutes of building the network.
     raise app.UsageError(f"--out={FLAGS.out} exists; pass --overwrite or choose another directory.")
+  if source == "safetensors" and not FLAGS.safetensors:
+    raise app.UsageError("--from=safetensors needs --safetensors=FILE")
   startup.prepare_process()
   from resnet_jax import weights  # pylint: disable=g-import-not-at-top
 
   print(weights.convert(source, FLAGS.out, overwrite=FLAGS.overwrite, keras_weights=FLAGS.keras_weights,
                         num_classes=FLAGS.num_classes, model=FLAGS.model, state_dict=FLAGS.state_dict,
-                        torchvision_weights=FLAGS.torchvision_weights))
+                        torchvision_weights=FLAGS.torchvision_weights, safetensors=FLAGS.safetensors,
+                        seed=FLAGS.seed))
 
 
 if __name__ == "__main__":

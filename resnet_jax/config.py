@@ -167,11 +167,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       "schedule.end_lr": non_negative, "schedule.power": positive,
       "optimizer.momentum": unit, "optimizer.weight_decay": non_negative, "optimizer.grad_clip_norm": positive,
       "optimizer.ema_decay": unit, "optimizer.b2": unit, "optimizer.eps": positive,
-      "optimizer.trust_coefficient": positive,
+      "optimizer.trust_coefficient": positive, "optimizer.backbone_lr_multiplier": non_negative,
       "model.width": positive, "model.dropout": unit, "model.bn_momentum": unit, "model.bn_epsilon": positive,
       "data.image_size": positive, "data.crop_fraction": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
       "data.shuffle_buffer": positive, "data.num_classes": positive,
       "data.num_parallel_calls": (lambda v: v == -1 or v > 0, "must be -1 (autotune) or positive"),
+      "data.rotation_degrees": (lambda v: 0 <= v <= 180, "must be in [0, 180] (0: no rotation)"),
+      "data.color_jitter": (lambda v: 0 <= v < 1, "must be in [0, 1) (0: no jitter)"),
   }
   for key, (ok, requirement) in checks.items():
     try:

@@ -11,8 +11,8 @@ Everything the training engine needs to turn `config.optimizer` and `config.sche
   scaled linearly with the batch size (Goyal et al. 2017).
 - `create_optimizer`: SGD (optionally Nesterov), LARS, AdamW and LAMB, with weight decay on kernels only and
   optional gradient clipping by global norm.
-- `ema_update` (exponential moving average of parameters) and `freeze_all_but` (train only a subtree, e.g. the
-  head, for fine-tuning or linear probes).
+- `ema_update` (exponential moving average of parameters), `freeze_all_but` (train only a subtree, e.g. the
+  head, for fine-tuning or linear probes) and `scale_backbone` (a learning-rate multiplier outside the head).
 """
 from __future__ import annotations
 
@@ -370,7 +370,8 @@ def create_optimizer(optimizer_config: Any, schedule: optax.Schedule | float) ->
     - 'adamw', 'lamb': decoupled decay, scaled by the learning rate.
 
   Reads `name`, `weight_decay`, `grad_clip_norm` (None: no clipping; otherwise gradients are clipped to this global
-  norm before anything else), `momentum` (0 for plain SGD; Adam's b1 for 'adamw' and 'lamb'), and per optimizer:
+  norm before anything else), `backbone_lr_multiplier` (see `scale_backbone`),
+  `momentum` (0 for plain SGD; Adam's b1 for 'adamw' and 'lamb'), and per optimizer:
   `nesterov` ('sgd', 'lars'), `trust_coefficient` ('lars'), `b2` and `eps` ('adamw', 'lamb'; eps None: 1e-8 for
   AdamW, 1e-6 for LAMB). Every field is declared, with its default, in configs/default.py. `ema_decay` is not read
   here: the engine keeps the average itself (see `ema_update`).
@@ -383,18 +384,22 @@ def create_optimizer(optimizer_config: Any, schedule: optax.Schedule | float) ->
     An optax gradient transformation; its `update` needs the params (weight decay, trust ratios).
 
   Raises:
-    ValueError: unknown optimizer name, or a non-positive clipping norm.
+    ValueError: unknown optimizer name, a non-positive clipping norm, or a negative backbone multiplier.
   """
   name = optimizer_config.name
   if name not in OPTIMIZERS:
     raise ValueError(f'Unknown optimizer {name!r}: optimizer.name must be one of {", ".join(OPTIMIZERS)}.')
   tx = OPTIMIZERS[name](optimizer_config, schedule, weight_decay_mask)
   clip = optimizer_config.grad_clip_norm
-  if clip is None:
-    return tx
-  if clip <= 0:
-    raise ValueError(f"optimizer.grad_clip_norm must be positive, or None for no clipping; got {clip!r}.")
-  return optax.chain(optax.clip_by_global_norm(float(clip)), tx)
+  if clip is not None:
+    if clip <= 0:
+      raise ValueError(f"optimizer.grad_clip_norm must be positive, or None for no clipping; got {clip!r}.")
+    tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
+  # Training configs declare the multiplier (configs/default.py); the benchmark's bare optimizer section leaves it
+  # out, which means no multiplier, as 1.0 does.
+  if hasattr(optimizer_config, "backbone_lr_multiplier"):
+    tx = scale_backbone(tx, optimizer_config.backbone_lr_multiplier)
+  return tx
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -446,3 +451,33 @@ def freeze_all_but(tx: optax.GradientTransformation, params: Any,
     raise ValueError(f"No parameters under {prefixes}: the prefix must start with one of the top-level names "
                      f"{top}.")
   return optax.partition({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def scale_backbone(tx: optax.GradientTransformation, multiplier: float,
+                   head: str = "head") -> optax.GradientTransformation:
+  """`tx` with the updates of every parameter outside the top-level `head` multiplied by `multiplier`: the usual
+  smaller learning rate for a pretrained backbone when fine-tuning.
+
+  1.0 returns `tx` itself (bitwise the same training). 0.0 routes the backbone to `optax.set_to_zero` (as
+  `freeze_all_but` does): its parameters stay exactly as they are and carry no optimizer state, and `tx` (clipping
+  included) sees only the head. Other values scale `tx`'s final updates, which for every optimizer here is the same
+  as scaling the learning rate (SGD's L2 term and AdamW's decoupled decay included). BatchNorm statistics are not
+  parameters: in training mode the backbone's still follow the new data (`config.freeze_backbone` fixes those too).
+
+  Raises:
+    ValueError: a negative multiplier.
+  """
+  if isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real) or multiplier < 0:
+    raise ValueError(f"optimizer.backbone_lr_multiplier must be a number >= 0 (1 = the head's learning rate, 0 = "
+                     f"backbone fixed); got {multiplier!r}.")
+  if multiplier == 1:
+    return tx
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "head" if _path_names(path)[0] == head else "backbone", params)
+
+  backbone = optax.set_to_zero() if multiplier == 0 else optax.scale(float(multiplier))
+  if multiplier == 0:
+    return optax.partition({"head": tx, "backbone": backbone}, labels)
+  return optax.chain(tx, optax.partition({"head": optax.identity(), "backbone": backbone}, labels))

@@ -1,4 +1,5 @@
-"""Figures for sweeps and lesion studies, drawn with matplotlib's Agg canvas (no display, no pyplot state).
+"""Figures for sweeps, searches, lesion studies and evaluations, drawn with matplotlib's Agg canvas (no display, no
+pyplot state).
 
 - `plot_errors`: training error (dashed) and test error (bold) against steps, one colour per run, with plain and
   residual networks side by side: the layout of Fig. 6 of He et al. (2015).
@@ -6,6 +7,9 @@
 - `plot_signal`: standard deviation of each block's residual-branch output against the block's index, one line per
   run (Fig. 7 of He et al. 2015).
 - `plot_lesion`: bar chart of the change in top-1 accuracy when each block is skipped (Veit et al. 2016).
+- `plot_confusion`: an evaluation's confusion matrix, rows normalised, axes named by class.
+- `plot_mistakes`: a grid of images with their titles (the most confident mistakes: true and predicted names).
+- `plot_search`: a hyperparameter search's metric against each searched setting, one panel per setting.
 
 Inputs are plain data (metrics records as read from metrics.jsonl, lists of numbers); every figure is written
 atomically (temporary file, then rename), so an interrupted plot never leaves a truncated PNG. Each function
@@ -18,6 +22,7 @@ import os
 import uuid
 from typing import Any, Sequence
 
+import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -168,5 +173,91 @@ def plot_lesion(rows: Sequence[dict], baseline_top1: float, path: str, *, title:
   ax.set_ylabel("change in top-1 accuracy (points)")
   ax.set_title(f"{title} (intact top-1 {100.0 * baseline_top1:.2f} %)")
   ax.grid(axis="y", alpha=0.3)
+  save(figure, path)
+  return figure
+
+
+def plot_confusion(matrix, names: Sequence[str], path: str, *, title: str = "Confusion matrix") -> Figure:
+  """Rows (true class) normalised to fractions, coloured; counts written in the cells when there are few classes.
+
+  Args:
+    matrix: counts [true class, predicted class].
+    names: the class names, in label order (tick labels on both axes, up to 60 classes).
+    path: the PNG to write.
+  """
+  matrix = np.asarray(matrix)
+  n = len(names)
+  totals = matrix.sum(axis=1, keepdims=True)
+  fractions = np.divide(matrix, totals, out=np.zeros(matrix.shape, float), where=totals > 0)
+  side = min(max(4.0, 0.45 * n + 2.0), 30.0)
+  figure = Figure(figsize=(side + 1.2, side))
+  ax = figure.subplots()
+  image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+  if n <= 60:
+    ax.set_xticks(range(n), [str(name) for name in names], rotation=45, ha="right", fontsize="small")
+    ax.set_yticks(range(n), [str(name) for name in names], fontsize="small")
+  if n <= 20:
+    for i in range(n):
+      for j in range(n):
+        if matrix[i, j]:
+          ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize="x-small",
+                  color="white" if fractions[i, j] > 0.5 else "black")
+  ax.set_xlabel("predicted class")
+  ax.set_ylabel("true class")
+  ax.set_title(title)
+  figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+  save(figure, path)
+  return figure
+
+
+def plot_mistakes(images: Sequence[Any], titles: Sequence[str], path: str, *, title: str = "",
+                  columns: int = 4) -> Figure:
+  """A grid of images (uint8 [H, W, 3]), each with its title; a note instead when there are none."""
+  rows = max(1, -(-len(images) // columns))
+  figure = Figure(figsize=(2.6 * columns, 2.9 * rows + 0.4))
+  axes = figure.subplots(rows, columns, squeeze=False)
+  for ax in axes.flat:
+    ax.set_axis_off()
+  for ax, image, text in zip(axes.flat, images, titles):
+    ax.imshow(image, interpolation="nearest")
+    ax.set_title(text, fontsize="small", color="firebrick")
+  if not images:
+    axes[0, 0].text(0.0, 0.5, "no mistakes", fontsize="large")
+  if title:
+    figure.suptitle(title)
+  save(figure, path)
+  return figure
+
+
+def plot_search(points: dict[str, Sequence[tuple[Any, float, str]]], path: str, *, metric: str,
+                log_x: Sequence[str] = ()) -> Figure:
+  """A search's objective against each searched setting: one panel per setting, one point per trial.
+
+  Args:
+    points: setting -> [(value, metric, status)], status 'finished' (filled) or 'pruned' (open: the last value it
+      reported). Values that are not numbers are drawn as categories.
+    path: the PNG to write.
+    metric: the y-axis label.
+    log_x: the settings drawn on a log scale (log-uniform ranges).
+  """
+  keys = list(points)
+  figure, axes = _figure(max(1, len(keys)))
+  for ax, key in zip(axes, keys):
+    values = [v for v, _, _ in points[key]]
+    categorical = any(isinstance(v, str) for v in values)
+    categories = list(dict.fromkeys(str(v) for v in values))
+    for status in ("finished", "pruned"):
+      chosen = [(v, m) for v, m, s in points[key] if s == status and m is not None]
+      xs = [categories.index(str(v)) if categorical else v for v, _ in chosen]
+      ax.scatter(xs, [m for _, m in chosen], s=40, label=status, edgecolors="tab:blue",
+                 facecolors="tab:blue" if status == "finished" else "none")
+    if categorical:
+      ax.set_xticks(range(len(categories)), categories)
+    elif key in log_x:
+      ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+  axes[0].set_ylabel(metric)
   save(figure, path)
   return figure

@@ -1,16 +1,22 @@
-"""Predictions of a trained run on image files: the top classes with their names and probabilities.
+"""Predictions of a trained run: the top classes of image files, and the per-example predictions of its eval split
+with the report a person reads (per-class accuracy, confusion matrix, the most confident mistakes).
 
 The run's own config decides everything: the model, and the evaluation preprocessing of its dataset (centre crop
 and resize for 'imagenet', resize to the training size for 'cifar'), normalised with the statistics the run was
-trained with. Class names come from the dataset's TFDS label metadata; for ImageNet they are the human-readable
-names in resnet_jax/imagenet_classes.tsv.
+trained with. Class names come from the dataset's TFDS label metadata (a class folder's folder names); for
+ImageNet they are the human-readable names in resnet_jax/imagenet_classes.tsv.
 """
+from __future__ import annotations
+
 import os
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from resnet_jax import results
 from resnet_jax.data import datasets, preprocess
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.tsv")
@@ -97,3 +103,151 @@ def predict(config, workdir: str, paths, *, step: int | None = None, top_k: int 
   names = class_names(config.data, parts.num_classes)
   blocks = [format_top_k(path, p, names, top_k) for path, p in zip(paths, probs)]
   return "\n".join([f"# {config.model.name} from {workdir}, step {int(state.step)}", *blocks])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-example predictions of a checkpoint (evaluation reports)
+# ----------------------------------------------------------------------------------------------------------------
+class SplitPredictions(NamedTuple):
+  """A checkpoint's predictions for every example of `config.data.eval_split`, each once, in stored order."""
+  step: int
+  metrics: dict[str, float]  # As `evaluate_checkpoint` gives them (same `eval_step`, same batches).
+  labels: np.ndarray  # int32 [num_eval]
+  probabilities: np.ndarray  # float32 [num_eval, num_classes]: softmax of the logits
+
+
+def predict_split(config, workdir: str, step: int | None = None) -> SplitPredictions:
+  """Exact evaluation of a run's checkpoint that also keeps each example's class probabilities.
+
+  The padded, masked batches of `data.eval_iterator` go through `eval_step` (for the metrics) and the same model
+  (for the probabilities, gathered over the devices); the rows of each process's part are put back in the split's
+  stored order and the padding is dropped, so every example appears exactly once.
+
+  Raises:
+    FileNotFoundError: the workdir holds no committed checkpoint (of that step).
+  """
+  from resnet_jax import data, parallel, train
+  from resnet_jax import metrics as metrics_lib
+
+  state, parts = train.restore_for_eval(config, workdir, step)
+  strategy = parallel.ShardMap(parallel.data_mesh())
+  model = parts.eval_model
+
+  def per_device(state, batch):
+    _, sums = train.eval_step(state, batch, model=model)
+    params = state.params if state.ema_params is None else state.ema_params
+    logits = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"], train=False)
+    rows = {"probabilities": jax.nn.softmax(logits.astype(jnp.float32), axis=-1), "label": batch["label"],
+            "mask": batch["mask"]}
+    return None, (sums, jax.tree.map(lambda x: jax.lax.all_gather(x, parallel.AXIS, tiled=True), rows))
+
+  predict_fn = strategy.map_step(per_device, donate_state=False)
+  totals, batches = None, []
+  for host_batch in data.eval_iterator(config.data, global_batch_size=config.eval_batch_size):
+    _, (sums, rows) = predict_fn(state, strategy.put_batch(host_batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    batches.append(jax.device_get(rows))
+  # Rows of a global batch come process by process; each process's part of the split is contiguous and in order.
+  processes = jax.process_count()
+  kept = {key: [] for key in ("probabilities", "label")}
+  for p in range(processes):
+    for rows in batches:
+      part = {k: np.split(np.asarray(v), processes)[p] for k, v in rows.items()}
+      valid = part["mask"] > 0
+      for key in kept:
+        kept[key].append(part[key][valid])
+  labels = np.concatenate(kept["label"]).astype(np.int32)
+  if len(labels) != parts.info.num_eval:
+    raise RuntimeError(f"evaluation gave {len(labels)} examples, the split has {parts.info.num_eval}")
+  return SplitPredictions(int(state.step), {"step": int(state.step), **metrics_lib.finalize(jax.device_get(totals))},
+                          labels, np.concatenate(kept["probabilities"]).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The evaluation report: per-class accuracy, confusion matrix, the most confident mistakes
+# ----------------------------------------------------------------------------------------------------------------
+NUM_MISTAKES = 16  # Images in mistakes.png.
+PER_CLASS_COLUMNS = ("label", "class", "examples", "correct", "top1", "most_confused_with", "confusions")
+
+
+def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
+  """counts[true class, predicted class]."""
+  matrix = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+  return matrix
+
+
+def per_class_rows(matrix: np.ndarray, names) -> list[dict]:
+  """One row per class: its examples, how many were right (top1: the fraction), and the class most often
+  predicted in its place (with that count)."""
+  rows = []
+  for i, name in enumerate(names):
+    total, off = int(matrix[i].sum()), matrix[i].copy()
+    off[i] = 0
+    j = int(np.argmax(off))
+    rows.append({"label": i, "class": name, "examples": total, "correct": int(matrix[i, i]),
+                 "top1": float(matrix[i, i] / total) if total else None,
+                 "most_confused_with": names[j] if off[j] else None, "confusions": int(off[j])})
+  return rows
+
+
+def most_confident_mistakes(labels, probabilities, count: int = NUM_MISTAKES) -> list[int]:
+  """Indices of the wrongly classified examples with the highest probability on their (wrong) prediction."""
+  predicted = probabilities.argmax(axis=1)
+  wrong = np.flatnonzero(predicted != labels)
+  confidence = probabilities[wrong, predicted[wrong]]
+  return wrong[np.argsort(-confidence, kind="stable")][:count].tolist()
+
+
+def eval_images(data_config, indices) -> dict[int, np.ndarray]:
+  """{index: the stored image, decoded to RGB uint8} of the eval split's examples `indices` (stored order)."""
+  builder = datasets.builder_for(data_config)
+  parse = datasets.parse_fn(builder)
+  wanted, found = set(indices), {}
+  if not wanted:
+    return found
+  records = datasets.split_records(builder, datasets.eval_split(data_config, builder)).enumerate()
+  for index, record in records.as_numpy_iterator():
+    if int(index) in wanted:
+      found[int(index)] = preprocess.decode(parse(record)[0], 3).numpy()
+      if len(found) == len(wanted):
+        break
+  return found
+
+
+def _short(name: str, width: int = 24) -> str:
+  return name if len(name) <= width else name[:width - 1] + "…"
+
+
+def evaluation_report(config, workdir: str, step: int | None = None) -> tuple[dict, list[str]]:
+  """Exact evaluation of a run's checkpoint (`predict_split`) with its report, written into `workdir`:
+  per_class.csv and per_class.md (accuracy per class, with names), confusion.png (the confusion matrix, named
+  axes) and mistakes.png (the `NUM_MISTAKES` most confident mistakes, with true and predicted names).
+
+  Returns:
+    (metrics as `train.evaluate_checkpoint` gives them, the paths written).
+
+  Raises:
+    FileNotFoundError: the workdir holds no committed checkpoint (of that step).
+  """
+  from resnet_jax import plots  # matplotlib: only for the report.
+
+  result = predict_split(config, workdir, step)
+  names = class_names(config.data, result.probabilities.shape[1])
+  predicted = result.probabilities.argmax(axis=1)
+  matrix = confusion_matrix(result.labels, predicted, len(names))
+  where = (f"{workdir}, step {result.step}, on the {config.data.eval_split!r} split of {config.data.name} "
+           f"({len(result.labels)} examples, top-1 {100 * result.metrics['top1']:.2f} %)")
+  paths = [os.path.join(workdir, name) for name in ("per_class.csv", "per_class.md", "confusion.png", "mistakes.png")]
+  rows = per_class_rows(matrix, names)
+  results.write_csv(paths[0], rows, PER_CLASS_COLUMNS)
+  results.write_markdown(paths[1], rows, PER_CLASS_COLUMNS,
+                         f"Per-class accuracy (top1) of {where}. Written by `python -m experiments.evaluate`.")
+  plots.plot_confusion(matrix, names, paths[2], title=f"Confusion matrix, step {result.step}")
+  mistakes = most_confident_mistakes(result.labels, result.probabilities)
+  images = eval_images(config.data, mistakes)
+  titles = [f"true: {_short(names[result.labels[i]])}\npredicted: {_short(names[predicted[i]])} "
+            f"({result.probabilities[i, predicted[i]]:.0%})" for i in mistakes]
+  plots.plot_mistakes([images[i] for i in mistakes], titles, paths[3],
+                      title=f"The {len(mistakes)} most confident mistakes, step {result.step}")
+  return result.metrics, paths

@@ -93,3 +93,25 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 def write_markdown(path: str, rows: Sequence[dict], columns: Sequence[str], preamble: str = "") -> None:
   """A markdown file: `preamble`, then the table of `rows`, written atomically."""
   files.write_text(path, (preamble.rstrip() + "\n\n" if preamble else "") + markdown_table(rows, columns))
+
+
+def aggregate(rows: Sequence[dict], by: Sequence[str], columns: Sequence[str]) -> list[dict[str, Any]]:
+  """Rows grouped by the values of `by` (e.g. the network and shortcut of runs that differ only in their seed),
+  with each numeric column's mean, standard deviation (over the group, n - 1 in the denominator), minimum and maximum
+  as `<column>_mean`, `_std`, `_min`, `_max`, and the group's size `n`. Groups keep the order of first appearance."""
+  groups: dict[tuple, list[dict]] = {}
+  for row in rows:
+    groups.setdefault(tuple(row.get(k) for k in by), []).append(row)
+  out = []
+  for key, members in groups.items():
+    summary: dict[str, Any] = dict(zip(by, key))
+    summary["n"] = len(members)
+    for column in columns:
+      values = [float(m[column]) for m in members if isinstance(m.get(column), (int, float)) and
+                not isinstance(m.get(column), bool)]
+      mean = sum(values) / len(values) if values else None
+      std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+      summary.update({f"{column}_mean": mean, f"{column}_std": std, f"{column}_min": min(values, default=None),
+                      f"{column}_max": max(values, default=None)})
+    out.append(summary)
+  return out

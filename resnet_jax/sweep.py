@@ -150,13 +150,15 @@ def recorded_seconds(workdir: str) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------------------------
 def execute(runs: Sequence[Run], *, parallel: int = 1, python: str = sys.executable,
             echo: Callable[[str], None] = print, poll_seconds: float = 0.5,
-            on_finish: Callable[[Run, int, float], None] | None = None) -> dict[str, int]:
+            on_finish: Callable[[Run, int, float], None] | None = None,
+            watch: Callable[[Run, subprocess.Popen], None] | None = None) -> dict[str, int]:
   """Trains `runs` as subprocesses, `parallel` at a time, skipping finished ones; returns {name: exit code}.
 
   Each run's console output is appended to its workdir's train.log, and `on_finish(run, exit code, seconds)` is
-  called as each trainer exits. If the sweep stops early (Ctrl-C, SIGTERM, an error, or on Linux even SIGKILL),
-  the trainers still running receive SIGTERM, on which they checkpoint and stop: the next invocation resumes them
-  rather than leaving them training unattended.
+  called as each trainer exits. `watch(run, process)`, if given, is called for every running trainer at every poll
+  (a search reads the run's metrics there, and may stop the trainer with SIGTERM). If the sweep stops early (Ctrl-C,
+  SIGTERM, an error, or on Linux even SIGKILL), the trainers still running receive SIGTERM, on which they checkpoint
+  and stop: the next invocation resumes them rather than leaving them training unattended.
   """
   on_finish = on_finish or (lambda run, code, seconds: None)
   if parallel < 1:
@@ -185,6 +187,8 @@ def execute(runs: Sequence[Run], *, parallel: int = 1, python: str = sys.executa
           active[run.name] = (run, process, log, time.time())
         for name, (run, process, log, start) in list(active.items()):
           if process.poll() is None:
+            if watch is not None:
+              watch(run, process)
             continue
           log.close()
           del active[name]

@@ -222,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # -- Input pipeline, model, optimizer, initial state ---------------------------------------------------------------
   # The built-in dataset (any of its builder configs) is generated on first use: no download, about a minute.
-  if config.data.name.split("/")[0].split(":")[0] == "shapes":
+  if data.prepared_on_first_use(config.data.name):
     data.prepare(config.data.name, builder_config=config.data.builder_config, data_dir=config.data.data_dir)
   parts = build(config, data.info(config.data))
   plan, tx = parts.plan, parts.tx

@@ -1,11 +1,13 @@
-"""Import of published ResNet weights: Keras `ResNet50` and torchvision ResNets.
+"""Import of published ResNet weights: Keras `ResNet50`, torchvision ResNets, and `.safetensors` files in the
+torchvision / timm key layout (timm's ResNet-18 to -152 use torchvision's key names and shapes); and the way back,
+our variables as a torchvision state_dict (`to_torchvision`, `write_safetensors`).
 
-Both importers return `{'params': ..., 'batch_stats': ...}` as nested dicts of float32 numpy arrays, checked
+The importers return `{'params': ..., 'batch_stats': ...}` as nested dicts of float32 numpy arrays, checked
 path by path and shape by shape against the matching `resnet_jax.models` network, so a wrong or truncated source
 fails here with a list of the offending paths rather than later inside `apply`.
 
 Neither TensorFlow/Keras nor PyTorch is imported by this module: the importers only read arrays from the objects
-they are given.
+they are given, and safetensors files are read with the `safetensors` package's numpy API.
 """
 from __future__ import annotations
 
@@ -256,6 +258,128 @@ def torchvision_variables(name: str, state_dict_file, weights_name) -> dict:
   return from_torchvision(state, name)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The torchvision layout from our variables; safetensors files
+# ----------------------------------------------------------------------------------------------------------------
+_TORCH_FIELDS = {("params", "bn", "scale"): "weight", ("params", "bn", "bias"): "bias",
+                 ("batch_stats", "bn", "mean"): "running_mean", ("batch_stats", "bn", "var"): "running_var",
+                 ("params", "conv", "kernel"): "weight", ("params", "dense", "kernel"): "weight",
+                 ("params", "dense", "bias"): "bias"}
+
+
+def _torch_key(collection: str, path: tuple[str, ...]) -> str:
+  """Our variable ('params', ('stage2', 'block0', 'shortcut', 'bn', 'scale')) -> 'layer2.0.downsample.1.weight'."""
+  *module, leaf = path
+  kind = "bn" if module[-1].startswith("bn") else "conv" if module[-1].startswith("conv") else module[-1]
+  field = _TORCH_FIELDS.get((collection, kind, leaf))
+  if field is None or len(module) not in (2, 3, 4):
+    raise ValueError(f"{collection}/{'/'.join(path)} has no torchvision counterpart")
+  if module[0] == "stem":
+    prefix = "conv1" if kind == "conv" else "bn1"
+  elif module[0] == "head":
+    prefix = "fc"
+  else:
+    stage, block = int(module[0].removeprefix("stage")), int(module[1].removeprefix("block"))
+    names = {("shortcut", "conv"): "downsample.0", ("shortcut", "bn"): "downsample.1"}
+    prefix = f"layer{stage}.{block}." + names.get(tuple(module[2:]), module[-1])
+  return f"{prefix}.{field}"
+
+
+def _flat_variables(variables: Tree):
+  for collection in ("params", "batch_stats"):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables.get(collection, {}))[0]:
+      yield collection, tuple(str(k.key) for k in path), leaf
+
+
+def to_torchvision(variables: Tree) -> dict[str, np.ndarray]:
+  """Our v1.5 ResNet's variables as a torchvision state_dict of numpy arrays (`from_torchvision` inverted): OIHW
+  kernels, an (out, in) classifier, and `num_batches_tracked` (0) for every BatchNorm, as torchvision saves it.
+
+  Raises:
+    ValueError: a variable with no torchvision counterpart (another layout, e.g. a CIFAR net or v1 / pre-activation).
+  """
+  state = {}
+  for collection, path, leaf in _flat_variables(variables):
+    key, array = _torch_key(collection, path), np.asarray(leaf, np.float32)
+    if array.ndim == 4:
+      array = array.transpose(3, 2, 0, 1)
+    elif key == "fc.weight":
+      array = array.T
+    state[key] = np.ascontiguousarray(array)
+    if key.endswith(".running_var"):
+      state[key.removesuffix("running_var") + "num_batches_tracked"] = np.zeros((), np.int64)
+  return state
+
+
+def torchvision_keys(name: str, num_classes: int) -> set[str]:
+  """The state_dict keys of torchvision's `name` (num_batches_tracked left out)."""
+  model = models.create(name, num_classes=num_classes)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
+  return {_torch_key(c, p) for c, p, _ in _flat_variables({k: shapes[k] for k in ("params", "batch_stats")})}
+
+
+def random_variables(name: str, num_classes: int, seed: int = 0) -> Tree:
+  """Our network `name` as initialised by `models.create(name).init` (He-normal kernels, BatchNorm at identity)."""
+  model = models.create(name, num_classes=num_classes)
+  # The variables' shapes do not depend on the image size; a small one keeps this eager initialisation quick.
+  variables = model.init(jax.random.key(seed), jnp.zeros((1, 16, 16, 3), jnp.float32))
+  return jax.tree.map(np.asarray, {k: variables[k] for k in ("params", "batch_stats")})
+
+
+def write_safetensors(path: str, state: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+  """Writes a state_dict of numpy arrays as a .safetensors file, atomically (a temporary file renamed over it)."""
+  from safetensors.numpy import save
+
+  data = save(dict(state), metadata=dict(metadata or {}))
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def safetensors_variables(path: str, name: str) -> Tree:
+  """Variables of our v1.5 network `name` from a .safetensors file in the torchvision / timm ResNet key layout.
+
+  Raises:
+    ValueError: no such file, not a safetensors file, or keys that are not `name`'s (unknown and missing keys
+      named), or shapes that differ.
+    ImportError: the safetensors package is not installed.
+  """
+  if name not in TORCHVISION_NAMES:
+    raise ValueError(f"--model={name}: choose one of {list(TORCHVISION_NAMES)}.")
+  if not os.path.isfile(path):
+    raise ValueError(f"--safetensors={path}: no such file; give a .safetensors file of a torchvision or timm ResNet.")
+  try:
+    from safetensors.numpy import load_file
+  except ImportError as error:
+    raise ImportError("--from=safetensors needs the safetensors package: pip install safetensors") from error
+  try:
+    state = _unwrap(load_file(path))
+  except Exception as error:  # safetensors raises its own error type for a malformed header.
+    if isinstance(error, ValueError) and "state_dict" in str(error):
+      raise
+    raise ValueError(f"{path} is not a readable .safetensors file: {error}") from None
+  classes = int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else 1000
+  want = torchvision_keys(name, classes)
+  got = {k for k in state if not k.endswith("num_batches_tracked")}
+  unknown, missing = sorted(got - want), sorted(want - got)
+  if unknown or missing:
+    headless = " (a backbone saved without its classifier cannot fill the model's head)" if "fc.weight" in missing \
+        else ""
+    raise ValueError(f"{path} does not hold torchvision's / timm's {name}: unknown keys {unknown[:8]}"
+                     f"{'...' if len(unknown) > 8 else ''} ({len(unknown)}), missing keys {missing[:8]}"
+                     f"{'...' if len(missing) > 8 else ''} ({len(missing)}){headless}. Expected the torchvision "
+                     "ResNet layout: conv1.weight, bn1.*, layer1.0.conv1.weight, ..., fc.weight, fc.bias.")
+  return from_torchvision(state, name)
+
+
 def model_flags(source: str, name: str) -> str:
   """The --config flags of the network the converted weights fit."""
   knobs = KERAS_RESNET50_KNOBS if source == "keras" else {}
@@ -264,24 +388,45 @@ def model_flags(source: str, name: str) -> str:
 
 def convert(source: str, out: str, *, overwrite: bool = False, keras_weights: str | None = None,
             num_classes: int = 1000, model: str = "resnet50", state_dict: str | None = None,
-            torchvision_weights: str | None = None) -> str:
-  """Converts published weights (`source` 'keras' or 'torchvision') into a weights directory for `init_from`.
+            torchvision_weights: str | None = None, safetensors: str | None = None, seed: int = 0) -> str:
+  """Converts weights from `source` ('keras', 'torchvision', 'safetensors', or 'random': our own initialisation)
+  into a weights directory for `init_from`, or, where `out` ends in .safetensors, into a safetensors file in the
+  torchvision / timm layout.
 
   Returns:
-    What was written and the --config flags of the matching network, as two lines for the console.
+    What was written and how to use it, for the console.
 
   Raises:
-    ValueError: a missing input file, or weights that do not match the network.
-    ImportError: the source's library (Keras, torch) is not installed.
+    ValueError: a missing input file, weights that do not match the network, or Keras weights (v1 layout) asked for
+      in the torchvision layout.
+    ImportError: the source's library (Keras, torch, safetensors) is not installed.
   """
   from resnet_jax import finetune
 
+  to_file = out.endswith(".safetensors")
+  name = "resnet50" if source == "keras" else model
   if source == "keras":
-    name, variables = "resnet50", keras_variables(keras_weights, num_classes)
+    if to_file:
+      raise ValueError("Keras's ResNet50 is the v1 layout, which torchvision's keys do not describe; write it as a "
+                       "weights directory (an --out without .safetensors).")
+    variables = keras_variables(keras_weights, num_classes)
+  elif source == "torchvision":
+    variables = torchvision_variables(model, state_dict, torchvision_weights)
+  elif source == "safetensors":
+    variables = safetensors_variables(safetensors, model)
+  elif model in TORCHVISION_NAMES:
+    variables = random_variables(model, num_classes, seed)
   else:
-    name, variables = model, torchvision_variables(model, state_dict, torchvision_weights)
-  finetune.save_params(out, variables, overwrite=overwrite)
+    raise ValueError(f"--model={model}: choose one of {list(TORCHVISION_NAMES)}.")
   count = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
   classes = np.shape(variables["params"]["head"]["dense"]["kernel"])[-1]
-  return (f"Wrote {name} ({count:,} parameters, {classes} classes) from {source} to {out}.\n"
+  what = f"{name} ({count:,} parameters, {classes} classes) from {source}"
+  if to_file:
+    if os.path.exists(out) and not overwrite:
+      raise ValueError(f"{out} already exists; pass --overwrite or choose another path.")
+    write_safetensors(out, to_torchvision(variables), {"arch": name, "source": source})
+    return (f"Wrote {what} to {out}, in the torchvision / timm key layout.\nConvert it with: python -m "
+            f"experiments.convert_weights --from=safetensors --safetensors={out} --model={name} --out=DIR")
+  finetune.save_params(out, variables, overwrite=overwrite)
+  return (f"Wrote {what} to {out}.\n"
           f"Fine-tune from it with: {model_flags(source, name)} --config.init_from={out}")

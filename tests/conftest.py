@@ -32,3 +32,12 @@ def xla_cache_dir(tmp_path_factory):
 def shapes_small(shapes_data_dir):
   """The session's prepared shapes/small, as a trainer flag."""
   return f"--config.data.data_dir={shapes_data_dir}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """PyTorch runs only in child processes (peers, reference logits): loaded next to JAX and TensorFlow in the test
+  process, its import of triton has crashed the whole suite. A test that imports it here fails the session."""
+  import sys
+  if "torch" in sys.modules and session.exitstatus == 0:
+    print("\nA test imported torch into the test process; run PyTorch in a child process instead.")
+    session.exitstatus = 1

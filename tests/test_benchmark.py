@@ -134,8 +134,9 @@ def test_torchvision_peer_skips_itself_without_cuda(tmp_path):
   """Run directly, the peer script checks its own requirements and writes a skip instead of failing."""
   if importlib.util.find_spec("torch") is None:
     pytest.skip("torch is not installed")
-  import torch  # pylint: disable=g-import-not-at-top
-  if torch.cuda.is_available() and importlib.util.find_spec("torchvision") is not None:
+  cuda = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                        capture_output=True, text=True, check=True, timeout=300).stdout.strip() == "True"
+  if cuda and importlib.util.find_spec("torchvision") is not None:
     pytest.skip("this machine can run the peer")
   out = tmp_path / "peer.json"
   _run([sys.executable, os.path.join(PEER_DIR, "torch_resnet50.py"), "--device=cuda", "--batch=2",

@@ -101,12 +101,14 @@ def test_random_keras_weights_and_bad_flags(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 def test_torchvision_state_dict_converts(tmp_path):
-  import torch
-
   from tests.test_weights import torchvision_state_dict
   state = torchvision_state_dict("resnet18", 10, np.random.default_rng(0))
-  path = str(tmp_path / "resnet18.pth")
-  torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, path)
+  path, arrays = str(tmp_path / "resnet18.pth"), str(tmp_path / "state.npz")
+  np.savez(arrays, **state)
+  # torch.save in a child process: torch stays out of the test process, where JAX and TensorFlow live.
+  subprocess.run([sys.executable, "-c", "import sys, numpy as np, torch; arrays = np.load(sys.argv[1]); "
+                  "torch.save({k: torch.from_numpy(arrays[k]) for k in arrays.files}, sys.argv[2])", arrays, path],
+                 check=True, timeout=300)
   out = str(tmp_path / "converted")
   output = _convert("--from=torchvision", "--model=resnet18", f"--state_dict={path}", f"--out={out}")
   assert f"--config.model.name=resnet18 --config.init_from={out}" in output
@@ -135,3 +137,27 @@ def test_torchvision_without_torch_is_a_clear_error(monkeypatch):
 def test_torchvision_network_without_torchvision_is_a_clear_error():
   with pytest.raises(ImportError, match="pip install torchvision, or pass --state_dict"):
     weights.torchvision_variables("resnet50", None, None)
+
+
+def test_random_resnet18_to_safetensors_and_back(tmp_path):
+  """--from=random writes our initialisation in the torchvision / timm layout; --from=safetensors reads it back
+  exactly, into weights that init_from merges (another class count: a fresh head)."""
+  pytest.importorskip("safetensors")
+  from safetensors.numpy import load_file
+  path = str(tmp_path / "resnet18.safetensors")
+  output = _convert("--from=random", "--model=resnet18", "--num_classes=10", f"--out={path}")
+  assert "Wrote resnet18 (11,181,642 parameters, 10 classes) from random" in output
+  assert f"--from=safetensors --safetensors={path} --model=resnet18" in output
+  state = load_file(path)
+  assert len(state) == 122 and state["fc.weight"].shape == (10, 512)  # torchvision's resnet18 keys, fc (out, in).
+  # Our initialisation (the subprocess's XLA flags may round the initialisers' last bit differently).
+  runs.assert_trees_close(weights.from_torchvision(state, "resnet18"), weights.random_variables("resnet18", 10),
+                          rtol=1e-5, atol=1e-7)
+  out = str(tmp_path / "converted")
+  output = _convert("--from=safetensors", f"--safetensors={path}", "--model=resnet18", f"--out={out}")
+  assert f"--config.model.name=resnet18 --config.init_from={out}" in output
+  loaded = finetune.load_params(out)
+  _assert_equal(loaded, weights.from_torchvision(state, "resnet18"))
+  merged = finetune.merge_for_finetune(_model_variables("resnet18", 3), loaded)
+  _assert_equal(runs.without_head(merged["params"]), runs.without_head(loaded["params"]))
+  assert merged["params"]["head"]["dense"]["kernel"].shape == (512, 3)

@@ -150,3 +150,90 @@ def test_normalize():
 def test_unknown_family_lists_the_known_ones():
   with pytest.raises(ValueError, match="'cifar', 'imagenet'"):
     preprocess.train_fn("inception", image_size=32)
+
+
+# --- The augmentation knobs (config.data.flip, .rotation_degrees, .color_jitter) -------------------------------------
+@pytest.mark.parametrize("family", preprocess.FAMILIES)
+def test_flip_off_never_mirrors(family):
+  encoded = _png(_coordinate_image(48, 48))
+  on = preprocess.train_fn(family, image_size=16)
+  off = preprocess.train_fn(family, image_size=16, flip=False)
+  ons, offs = _over_seeds(lambda s: on(encoded, s), 40, seed=2), _over_seeds(lambda s: off(encoded, s), 40, seed=2)
+  for out in offs:  # The column channel never runs backwards (padding, all zero, aside).
+    for row in out.astype(int):
+      cols = row[row[:, 2] == 255, 1]
+      assert np.all(np.diff(cols) >= 0)
+  # The same crops: each flip-on image is the flip-off one or its mirror image, and about half are mirrored.
+  mirrored = 0
+  for a, b in zip(ons, offs):
+    assert np.array_equal(a, b) or np.array_equal(a, b[:, ::-1])
+    mirrored += not np.array_equal(a, b)
+  assert 8 < mirrored < 32
+
+
+def test_rotate_turns_about_the_centre_counter_clockwise():
+  image = _coordinate_image(9, 9)
+  np.testing.assert_array_equal(preprocess.rotate(image, 0.0), image)
+  np.testing.assert_array_equal(preprocess.rotate(image, 90.0), np.rot90(image))  # Counter-clockwise.
+  turned = preprocess.rotate(_coordinate_image(20, 30), 7.0).numpy()
+  assert turned.shape == (20, 30, 3) and turned.dtype == np.uint8
+
+
+@pytest.mark.parametrize("family", preprocess.FAMILIES)
+def test_rotation_and_jitter_come_after_the_same_crop_and_flip(family):
+  """With the knobs on, each image is the knobs-off image (same crop, same flip) rotated by an angle within the
+  range and jittered, all from the example's seed: a replay gives the same images."""
+  encoded = _png(_coordinate_image(40, 40))
+  base = preprocess.train_fn(family, image_size=24)
+  rotated = preprocess.train_fn(family, image_size=24, rotation_degrees=15.0)
+  both = preprocess.train_fn(family, image_size=24, rotation_degrees=15.0, color_jitter_strength=0.4)
+  for i, (b, r) in enumerate(zip(_over_seeds(lambda s: base(encoded, s), 12), _over_seeds(lambda s: rotated(encoded, s),
+                                                                                          12))):
+    seed = preprocess.example_seed(0, i)
+    angle = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 1), -15.0, 15.0)
+    np.testing.assert_array_equal(r, preprocess.rotate(b, angle), err_msg=str(i))
+  first, again = _over_seeds(lambda s: both(encoded, s), 12), _over_seeds(lambda s: both(encoded, s), 12)
+  for x, y in zip(first, again):
+    np.testing.assert_array_equal(x, y)
+  assert len({x.tobytes() for x in first}) == 12
+
+
+def test_color_jitter_scales_brightness_contrast_and_saturation_within_its_strength():
+  rng = np.random.default_rng(0)
+  image = rng.integers(60, 200, (16, 16, 3)).astype(np.uint8)
+  outs = _over_seeds(lambda s: preprocess.color_jitter(image, s, 0.3), 50)
+  ratios = [o.astype(float).mean() / image.mean() for o in outs]
+  assert 0.6 < min(ratios) < 0.95 and 1.05 < max(ratios) < 1.4  # Brightness (and contrast) within [0.7, 1.3]-ish.
+  assert all(o.dtype == np.uint8 and o.shape == image.shape for o in outs)
+  gray = np.full((8, 8, 3), 100, np.uint8)  # No colour to saturate or contrast: only brightness changes.
+  for o in _over_seeds(lambda s: preprocess.color_jitter(gray, s, 0.3), 10):
+    assert len(np.unique(o)) == 1
+  single = preprocess.color_jitter(image[..., :1], preprocess.example_seed(0, 1), 0.3)  # Grayscale: no saturation.
+  assert single.shape == (16, 16, 1)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"rotation_degrees": -1.0}, r"config.data.rotation_degrees=-1.0 must be in \[0, 180\]"),
+    ({"rotation_degrees": 200.0}, r"rotation_degrees=200.0 must be in \[0, 180\]"),
+    ({"color_jitter_strength": 1.0}, r"config.data.color_jitter=1.0 must be in \[0, 1\)"),
+])
+def test_out_of_range_knobs_name_their_config_field(fields, message):
+  with pytest.raises(ValueError, match=message):
+    preprocess.train_fn("cifar", image_size=32, **fields)
+
+
+def test_the_training_stream_with_every_knob_resumes_exactly(shapes_data_dir):
+  from resnet_jax import data
+  from tests import runs
+  config = runs.data_config(name="shapes", builder_config="small", data_dir=shapes_data_dir, preprocess="cifar",
+                            image_size=32, cache=True, flip=False, rotation_degrees=10.0, color_jitter=0.2)
+  plain = runs.data_config(name="shapes", builder_config="small", data_dir=shapes_data_dir, preprocess="cifar",
+                           image_size=32, cache=True)
+  stream = data.train_iterator(config, global_batch_size=50, seed=0, process_index=0, process_count=1)
+  batches = [next(stream) for _ in range(3)]
+  resumed = next(data.train_iterator(config, global_batch_size=50, seed=0, start_step=2, process_index=0,
+                                     process_count=1))
+  np.testing.assert_array_equal(resumed["image"], batches[2]["image"])
+  reference = next(data.train_iterator(plain, global_batch_size=50, seed=0, process_index=0, process_count=1))
+  np.testing.assert_array_equal(reference["label"], batches[0]["label"])  # Same order: the knobs change images only.
+  assert not np.array_equal(reference["image"], batches[0]["image"])

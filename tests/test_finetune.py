@@ -103,3 +103,31 @@ def test_finetune_a_real_model_on_other_classes(tmp_path):
   backbone = {k: v for k, v in merged["params"].items() if k != "head"}
   _assert_equal_trees(backbone, {k: v for k, v in source["params"].items() if k != "head"})
   _assert_equal_trees(merged["batch_stats"], source["batch_stats"])
+
+
+def test_a_new_head_trains_on_a_fixed_backbone_with_the_multiplier_at_zero(tmp_path, shapes_data_dir, xla_cache_dir):
+  """init_from weights for 10 classes, fine-tuned for 12 with optimizer.backbone_lr_multiplier=0: every backbone
+  parameter stays bitwise as loaded, the new head trains. (BatchNorm statistics still follow the data, as they
+  do in training mode; config.freeze_backbone fixes those too.)"""
+  from resnet_jax import models, train
+  from tests import runs
+
+  config = runs.tiny_config(shapes_data_dir, xla_cache_dir)
+  model = models.create("cifar_resnet20", num_classes=10, width=0.5)
+  rng = jax.random.key(0)
+  shapes = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng}, jnp.zeros((1, 32, 32, 3)), train=False))
+  values = np.random.default_rng(0)
+  source = {k: jax.tree.map(lambda s: (0.1 * values.standard_normal(s.shape)).astype(s.dtype), shapes[k])
+            for k in ("params", "batch_stats")}
+  source["batch_stats"] = jax.tree.map(np.abs, source["batch_stats"])  # Variances must be positive.
+  finetune.save_params(tmp_path / "weights", source)
+  config = runs.tiny_config(shapes_data_dir, xla_cache_dir, init_from=str(tmp_path / "weights"),
+                            **{"data.num_classes": 12, "optimizer.backbone_lr_multiplier": 0.0})
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir))
+  at_3, at_6 = (finetune.load_params(workdir / checkpoint.SUBDIR / str(step)) for step in (3, 6))
+  backbone = {k: v for k, v in at_6["params"].items() if k != "head"}
+  _assert_equal_trees(backbone, {k: v for k, v in source["params"].items() if k != "head"})
+  assert at_6["params"]["head"]["dense"]["kernel"].shape[-1] == 12
+  assert not np.array_equal(at_3["params"]["head"]["dense"]["kernel"], at_6["params"]["head"]["dense"]["kernel"])
+  assert not np.array_equal(at_6["batch_stats"]["stem"]["bn"]["mean"], source["batch_stats"]["stem"]["bn"]["mean"])

@@ -341,3 +341,49 @@ def test_base_config_resolves_for_every_optimizer(params):
     with config.unlocked():
       config.optimizer.name = name
     optim.create_optimizer(config.optimizer, schedule).init(params)  # every field it reads is well formed
+
+
+# ------------------------------------------------------------------------------------------------ backbone multiplier
+
+
+def _train(tx, params, steps=3):
+  grads = jax.tree.map(jnp.ones_like, params)
+  state, p = tx.init(params), params
+  for _ in range(steps):
+    updates, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, updates)
+  return p
+
+
+def test_backbone_multiplier_one_is_the_optimizer_itself(params):
+  config = _optimizer_config("sgd", weight_decay=1e-3)
+  assert config.backbone_lr_multiplier == 1.0  # The declared default.
+  tx = optim.create_optimizer(config, 0.1)
+  plain = optim.create_optimizer(types.SimpleNamespace(**{k: v for k, v in config.items()
+                                                          if k != "backbone_lr_multiplier"}), 0.1)
+  for a, b in zip(jax.tree.leaves(_train(tx, params)), jax.tree.leaves(_train(plain, params))):
+    assert jnp.array_equal(a, b)
+  assert optim.scale_backbone(plain, 1.0) is plain
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_backbone_multiplier_zero_keeps_the_backbone_and_trains_the_head(params, name):
+  config = _optimizer_config(name, weight_decay=1e-3, backbone_lr_multiplier=0.0)
+  trained = _train(optim.create_optimizer(config, 0.1), params)
+  full = _train(optim.create_optimizer(_optimizer_config(name, weight_decay=1e-3), 0.1), params)
+  for key in ("conv", "bn", "hidden"):
+    for a, b in zip(jax.tree.leaves(trained[key]), jax.tree.leaves(params[key])):
+      assert jnp.array_equal(a, b), key  # Bitwise unchanged.
+  for a, b in zip(jax.tree.leaves(trained["head"]), jax.tree.leaves(full["head"])):
+    np.testing.assert_array_equal(a, b)  # The head trains as it would with the whole network.
+
+
+def test_backbone_multiplier_scales_the_backbone_updates(params):
+  grads = jax.tree.map(jnp.ones_like, params)
+  base = _first_update(_optimizer_config("sgd", weight_decay=1e-3), params, grads)
+  scaled = _first_update(_optimizer_config("sgd", weight_decay=1e-3, backbone_lr_multiplier=0.1), params, grads)
+  for key in ("conv", "bn", "hidden"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, 0.1 * b, rtol=1e-6), scaled[key], base[key])
+  jax.tree.map(np.testing.assert_array_equal, scaled["head"], base["head"])
+  with pytest.raises(ValueError, match="backbone_lr_multiplier must be a number >= 0"):
+    optim.create_optimizer(_optimizer_config("sgd", backbone_lr_multiplier=-0.5), 0.1)

@@ -4,6 +4,7 @@ test split.
 The PNGs are the dataset's own stored bytes, so the script's preprocessing can be held to the evaluation
 pipeline's exactly.
 """
+import os
 import re
 import subprocess
 import sys
@@ -129,3 +130,48 @@ def test_bad_image_files_are_clear_errors(tmp_path, run_dir):
   text.write_text("not an image")
   with pytest.raises(ValueError, match="notes.png: not an image"):
     predict.load_images([str(text)], config.data, (32, 32, 3))
+
+
+def test_evaluation_report_names_the_classes_and_counts_every_example_once(run_dir, tmp_path):
+  """experiments.evaluate's report: metrics equal the engine's exact evaluation; per_class.csv and the confusion
+  matrix count each of the split's examples once under the dataset's class names; mistakes.png shows the most
+  confident wrong predictions, titled with true and predicted names; the PNG files are real images."""
+  import csv
+  import shutil
+
+  from PIL import Image
+
+  from resnet_jax import plots
+
+  workdir = str(tmp_path / "run")
+  shutil.copytree(run_dir, workdir)
+  config = config_lib.load_run_config(workdir)
+  metrics, written = predict.evaluation_report(config, workdir)
+  want = train.evaluate_checkpoint(config, workdir)
+  assert metrics["step"] == want["step"] and abs(metrics["top1"] - want["top1"]) < 1e-6
+  assert abs(metrics["loss"] - want["loss"]) < 1e-4
+  assert sorted(os.path.basename(p) for p in written) == ["confusion.png", "mistakes.png", "per_class.csv",
+                                                         "per_class.md"]
+  with open(os.path.join(workdir, "per_class.csv")) as f:
+    rows = list(csv.DictReader(f))
+  num_eval = datasets.builder_for(config.data).info.splits[config.data.eval_split].num_examples
+  assert [r["class"] for r in rows] == list(shapes.CLASS_NAMES)
+  assert sum(int(r["examples"]) for r in rows) == num_eval
+  assert abs(sum(int(r["correct"]) for r in rows) / num_eval - metrics["top1"]) < 1e-9
+  assert "circle" in open(os.path.join(workdir, "per_class.md")).read()
+  for name in ("confusion.png", "mistakes.png"):
+    with Image.open(os.path.join(workdir, name)) as image:
+      assert image.format == "PNG" and min(image.size) > 200
+
+  split = predict.predict_split(config, workdir)
+  matrix = predict.confusion_matrix(split.labels, split.probabilities.argmax(1), 10)
+  assert matrix.sum() == num_eval and np.trace(matrix) == sum(int(r["correct"]) for r in rows)
+  figure = plots.plot_confusion(matrix, list(shapes.CLASS_NAMES), str(tmp_path / "c.png"))
+  assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == list(shapes.CLASS_NAMES)
+  mistakes = predict.most_confident_mistakes(split.labels, split.probabilities)
+  predicted = split.probabilities.argmax(1)
+  assert mistakes and all(predicted[i] != split.labels[i] for i in mistakes)
+  confidence = [split.probabilities[i, predicted[i]] for i in mistakes]
+  assert confidence == sorted(confidence, reverse=True)
+  images = predict.eval_images(config.data, mistakes[:2])
+  assert all(images[i].shape == (32, 32, 3) and images[i].dtype == np.uint8 for i in mistakes[:2])

@@ -1,6 +1,8 @@
-"""Tests for resnet_jax.weights: Keras ResNet50 parity and torchvision state_dict import."""
+"""Tests for resnet_jax.weights: Keras ResNet50 parity, torchvision state_dict import and export, safetensors."""
 import importlib.util
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -191,24 +193,99 @@ def test_from_torchvision_rejects_mismatches():
     weights.from_torchvision({**state, "layer1.0.se.weight": np.zeros(3)}, "resnet18")
 
 
+# torchvision's own network, run in a child process: torch and the libraries it loads (triton) are kept out of the
+# test process, where JAX and TensorFlow already live.
+_TORCHVISION_LOGITS = """
+import sys
+import numpy as np
+import torch
+import torchvision
+
+name, out = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+net = getattr(torchvision.models, name)(num_classes=10).eval()
+with torch.no_grad():  # non-trivial statistics
+  for module in net.modules():
+    if isinstance(module, torch.nn.BatchNorm2d):
+      module.running_mean.uniform_(-0.2, 0.2)
+      module.running_var.uniform_(0.5, 1.5)
+      module.weight.uniform_(0.5, 1.5)
+      module.bias.uniform_(-0.2, 0.2)
+  images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  logits = net(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+state = {k: v.numpy() for k, v in net.state_dict().items()}
+np.savez(out, images=images, logits=logits, **{"state/" + k: v for k, v in state.items()})
+"""
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
-def test_from_torchvision_matches_torchvision(name):
-  import torch
-  import torchvision
-
-  torch.manual_seed(0)
-  net = getattr(torchvision.models, name)(num_classes=10).eval()
-  with torch.no_grad():  # non-trivial statistics
-    for module in net.modules():
-      if isinstance(module, torch.nn.BatchNorm2d):
-        module.running_mean.uniform_(-0.2, 0.2)
-        module.running_var.uniform_(0.5, 1.5)
-        module.weight.uniform_(0.5, 1.5)
-        module.bias.uniform_(-0.2, 0.2)
-  images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
-  with torch.no_grad():
-    want = net(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-  variables = weights.from_torchvision(net.state_dict(), name)
+def test_from_torchvision_matches_torchvision(name, tmp_path):
+  out = str(tmp_path / "torchvision.npz")
+  subprocess.run([sys.executable, "-c", _TORCHVISION_LOGITS, name, out], check=True, timeout=600,
+                 env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+  with np.load(out) as saved:
+    images, want = saved["images"], saved["logits"]
+    state = {k[len("state/"):]: saved[k] for k in saved.files if k.startswith("state/")}
+  variables = weights.from_torchvision(state, name)
   got = models.create(name, num_classes=10).apply(variables, images)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+# --- The torchvision layout from our variables; safetensors files ---
+
+
+@pytest.mark.parametrize("name", sorted(_TORCHVISION))
+def test_to_torchvision_inverts_from_torchvision(name):
+  state = torchvision_state_dict(name, 10, np.random.default_rng(2))
+  back = weights.to_torchvision(weights.from_torchvision(state, name))
+  assert set(back) == set(state)
+  for key, value in state.items():
+    np.testing.assert_array_equal(back[key], value, err_msg=key)
+    assert back[key].dtype == value.dtype, key
+  assert weights.torchvision_keys(name, 10) == {k for k in state if not k.endswith("num_batches_tracked")}
+
+
+def test_safetensors_file_converts_with_torchvision_logits(tmp_path):
+  """A file in the torchvision layout (written from a hand-built state_dict, as timm and torchvision save theirs)
+  converts to our ResNet-18, whose logits equal torchvision's forward pass written on the same arrays."""
+  pytest.importorskip("safetensors")
+  rng = np.random.default_rng(3)
+  state = torchvision_state_dict("resnet18", 10, rng)
+  path = str(tmp_path / "model.safetensors")
+  weights.write_safetensors(path, {f"module.{k}": v for k, v in state.items()})  # DataParallel-style keys too.
+  variables = weights.safetensors_variables(path, "resnet18")
+  images = rng.normal(size=(2, 33, 33, 3)).astype(np.float32)
+  want = jax.jit(lambda x: torchvision_forward(state, "resnet18", x))(images.transpose(0, 3, 1, 2))
+  got = jax.jit(models.create("resnet18", num_classes=10).apply)(variables, images)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_safetensors_with_other_keys_names_them(tmp_path):
+  pytest.importorskip("safetensors")
+  state = torchvision_state_dict("resnet18", 10, np.random.default_rng(0))
+  path = str(tmp_path / "x.safetensors")
+  extra = {**{k: v for k, v in state.items() if k != "layer2.0.conv1.weight"}, "layer1.0.se.fc.weight": np.zeros(3)}
+  weights.write_safetensors(path, extra)
+  with pytest.raises(ValueError, match=r"unknown keys \['layer1.0.se.fc.weight'\] \(1\), missing keys "
+                                       r"\['layer2.0.conv1.weight'\] \(1\)"):
+    weights.safetensors_variables(path, "resnet18")
+  with pytest.raises(ValueError, match=r"missing keys \[.*'layer1.2.*\(\d+\)"):  # ResNet-34 has 3 blocks in stage 1.
+    weights.safetensors_variables(_written(tmp_path, state), "resnet34")
+  headless = {k: v for k, v in state.items() if not k.startswith("fc.")}
+  with pytest.raises(ValueError, match=r"missing keys \['fc.bias', 'fc.weight'\].*without its classifier"):
+    weights.safetensors_variables(_written(tmp_path, headless, "headless"), "resnet18")
+  (tmp_path / "text.safetensors").write_text("not a safetensors file")
+  with pytest.raises(ValueError, match="is not a readable .safetensors file"):
+    weights.safetensors_variables(str(tmp_path / "text.safetensors"), "resnet18")
+  with pytest.raises(ValueError, match="no such file"):
+    weights.safetensors_variables(str(tmp_path / "none.safetensors"), "resnet18")
+  with pytest.raises(ValueError, match="choose one of"):
+    weights.safetensors_variables(path, "cifar_resnet20")
+
+
+def _written(tmp_path, state, name="full"):
+  path = str(tmp_path / f"{name}.safetensors")
+  weights.write_safetensors(path, state)
+  return path

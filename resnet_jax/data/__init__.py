@@ -1,4 +1,4 @@
-"""Input data: TFDS datasets (ImageNet, CIFAR, the built-in `shapes`), preprocessing and device feeding.
+"""Input data: TFDS datasets (ImageNet, CIFAR, the built-in `shapes`, class folders), preprocessing and device feeding.
 
 Public API (see pipeline.py for the design: sharding, deterministic order, exact resume, exact evaluation):
   info(data_config) -> DatasetInfo(num_classes, num_train, num_eval, image_shape)
@@ -6,11 +6,13 @@ Public API (see pipeline.py for the design: sharding, deterministic order, exact
                process_count=None) -> iterator of (batch, position); train_iterator(...) -> batches
   eval_iterator(data_config, *, global_batch_size, process_index=None, process_count=None)
   num_eval_steps(data_config, *, global_batch_size, process_count=None)
-  prepare(name, *, builder_config=None, data_dir=None, manual_dir=None)
+  prepare(name, *, builder_config=None, data_dir=None, manual_dir=None); prepared_on_first_use(name)
+  export_images(name, *, builder_config=None, data_dir=None, split, out, per_class): a split as class folders
   synthetic.train_iterator(...): batches drawn on the devices, no TensorFlow.
 
 Modules: `datasets` (TFDS builders, splits, sizes, normalisation statistics), `pipeline` (training and evaluation
-batches), `preprocess` (decoding and augmentation), `shapes` (the built-in dataset), `synthetic`.
+batches), `preprocess` (decoding and augmentation), `shapes` (the built-in dataset), `folder` (`folder:PATH`, images
+in class folders), `synthetic`.
 
 Importing this package registers the TFDS builder `shapes` (TFDS is imported, TensorFlow is not). The TFDS
 pipelines need TensorFlow and are loaded on first use, so that `import resnet_jax.data.synthetic`, and runs on
@@ -24,8 +26,8 @@ from resnet_jax.data import (
 )
 from resnet_jax.data.dataset_info import DatasetInfo
 
-_DATASET_FUNCTIONS = ("prepare", "get_builder", "normalization_stats")
-_SUBMODULES = ("datasets", "pipeline", "preprocess", "dataset_info")
+_DATASET_FUNCTIONS = ("prepare", "get_builder", "normalization_stats", "prepared_on_first_use", "export_images")
+_SUBMODULES = ("datasets", "pipeline", "preprocess", "dataset_info", "folder")
 
 __all__ = ["DatasetInfo", "info", "train_iterator", "eval_iterator", "num_eval_steps", *_DATASET_FUNCTIONS,
            "shapes", "synthetic", *_SUBMODULES]

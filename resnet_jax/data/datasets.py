@@ -1,7 +1,8 @@
 """Datasets through TFDS: names, builders and their preparation, splits and per-process parts, sizes, the records of
 a split, and the normalisation statistics of a config's images.
 
-`resnet_jax.data.pipeline` turns these into training and evaluation batches.
+Names are TFDS names (`cifar10`, `shapes/small`, ...), or `folder:PATH` for images in class folders
+(`resnet_jax.data.folder`). `resnet_jax.data.pipeline` turns these into training and evaluation batches.
 """
 import difflib
 import functools
@@ -13,6 +14,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from resnet_jax.data import (
+  folder,
   preprocess,
   synthetic,
 )
@@ -23,11 +25,24 @@ SYNTHETIC = synthetic.NAME
 COMMON_DATASETS = ("shapes", "cifar10", "cifar100", "imagenet2012", "imagenette", SYNTHETIC)
 # Training images over which a dataset without known statistics is measured for 'cifar' normalisation.
 _STATS_EXAMPLES = 1024
+# With config.data.preprocess=None: the 'imagenet' family for images of this many pixels a side and more.
+IMAGENET_FAMILY_FROM = 64
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Datasets, splits and shards
 # ----------------------------------------------------------------------------------------------------------------
+def prepared_on_first_use(name: str) -> bool:
+  """Whether training prepares the dataset itself when it is missing: the built-in `shapes` and class folders."""
+  return folder.is_folder_name(name) or name.split("/")[0].split(":")[0] == "shapes"
+
+
+def _no_builder_config(name: str, builder_config) -> None:
+  if builder_config:
+    raise ValueError(f"{name} is a class folder, which has no builder configs; unset config.data.builder_config "
+                     f"(got {builder_config!r}).")
+
+
 def prepare_command(name: str, builder_config=None, data_dir=None) -> str:
   """The shell command that prepares a dataset."""
   command = f"python -m experiments.prepare_data --dataset={name}"
@@ -50,6 +65,9 @@ def get_builder(name: str, builder_config=None, data_dir=None, *, require_prepar
   if name == SYNTHETIC:
     raise ValueError(f"{SYNTHETIC!r} is not a TFDS dataset: use resnet_jax.data (which dispatches it) or "
                      "resnet_jax.data.synthetic.")
+  if folder.is_folder_name(name):
+    _no_builder_config(name, builder_config)
+    return folder.get_builder(folder.root_of(name), data_dir, require_prepared=require_prepared)
   kwargs = {"data_dir": data_dir}
   if builder_config:
     kwargs["config"] = builder_config
@@ -88,8 +106,12 @@ def builder_for(data_config, *, require_prepared: bool = True):
 def prepare(name: str, *, builder_config=None, data_dir=None, manual_dir=None):
   """Downloads (or reads from `manual_dir`) and prepares a TFDS dataset; returns its builder.
 
-  For 'imagenet2012', `manual_dir` must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.
+  For 'imagenet2012', `manual_dir` must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar. A class folder
+  (`folder:PATH`) is prepared unless it is prepared and unchanged (see `resnet_jax.data.folder.prepare`).
   """
+  if folder.is_folder_name(name):
+    _no_builder_config(name, builder_config)
+    return folder.prepare(folder.root_of(name), data_dir)
   builder = get_builder(name, builder_config, data_dir, require_prepared=False)
   if name.startswith("imagenet2012") and not manual_dir:
     raise ValueError(f"{name} needs --manual_dir: a directory holding ILSVRC2012_img_train.tar and "
@@ -138,14 +160,18 @@ def eval_split(data_config, builder=None) -> str:
   return data_config.eval_split
 
 
-def family(data_config) -> str:
-  """The preprocessing family, 'imagenet' or 'cifar' (see `resnet_jax.data.preprocess`)."""
-  return data_config.preprocess
+def family(data_config, builder=None) -> str:
+  """The preprocessing family, 'imagenet' or 'cifar' (see `resnet_jax.data.preprocess`): `config.data.preprocess`,
+  or where that is None, 'imagenet' for images of `IMAGENET_FAMILY_FROM` (64) pixels and more, 'cifar' below."""
+  if data_config.preprocess is not None:
+    return data_config.preprocess
+  size = image_size(data_config, builder or builder_for(data_config))
+  return "imagenet" if size >= IMAGENET_FAMILY_FROM else "cifar"
 
 
 def channels(data_config, builder) -> int:
   """Channels of a preprocessed image: 3 for the ImageNet family, the stored count otherwise."""
-  if family(data_config) == "imagenet":
+  if family(data_config, builder) == "imagenet":
     return 3
   shape = builder.info.features["image"].shape
   return shape[-1] if shape and shape[-1] else 3
@@ -162,7 +188,8 @@ def image_size(data_config, builder) -> int:
   shape = builder.info.features["image"].shape
   if shape and shape[0] and shape[0] == shape[1]:
     return shape[0]
-  raise ValueError(f"{data_config.name} has images of varying size: set config.data.image_size (e.g. 224)")
+  raise ValueError(f"{data_config.name} has images of varying (or not square) size: set config.data.image_size, the "
+                   "side in pixels images are cropped or resized to (e.g. 224 for photos, 32 for small images)")
 
 
 def info(data_config) -> DatasetInfo:
@@ -221,7 +248,7 @@ def normalization_stats(data_config, builder=None) -> tuple[tuple[float, ...], t
   for CIFAR-10/100, otherwise measured on the first `_STATS_EXAMPLES` training images in stored order (the same on
   every process and in every run).
   """
-  if family(data_config) == "imagenet":
+  if family(data_config, builder) == "imagenet":
     return preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD
   name = data_config.name.split("/")[0]
   if name in preprocess.KNOWN_STATS:
@@ -247,3 +274,22 @@ def _measured_stats(name, builder_config, data_dir, split, size, channels):
   return mean, std
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# A split written out as class folders
+# ----------------------------------------------------------------------------------------------------------------
+def export_images(name: str, *, builder_config=None, data_dir=None, split: str, out: str, per_class: int) -> str:
+  """Writes up to `per_class` images of each class of a dataset's `split` to `out/<class>/` (see
+  `folder.export_images`), preparing `shapes` first where needed; returns what was written, for the console.
+
+  Raises:
+    ValueError: a bad `out` or `per_class` (checked before anything is prepared), an unknown dataset or split.
+  """
+  folder.check_export_target(out, per_class)
+  if prepared_on_first_use(name):
+    builder = prepare(name, builder_config=builder_config, data_dir=data_dir)
+  else:
+    builder = get_builder(name, builder_config, data_dir)
+  split_info(builder, split)
+  counts = folder.export_images(builder, split, out, per_class)
+  classes = ", ".join(f"{c} {n}" for c, n in counts.items())
+  return f"Wrote {sum(counts.values())} images of the {split!r} split of {name} to {out}: {classes}."

@@ -168,9 +168,11 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
                      "has consumed in its epoch.")
 
   size = datasets.image_size(data_config, builder)
-  augment = preprocess.train_fn(datasets.family(data_config), image_size=size,
+  augment = preprocess.train_fn(datasets.family(data_config, builder), image_size=size,
                                 channels=datasets.channels(data_config, builder),
-                                crop_fraction=data_config.crop_fraction)
+                                crop_fraction=data_config.crop_fraction, flip=data_config.flip,
+                                rotation_degrees=data_config.rotation_degrees,
+                                color_jitter_strength=data_config.color_jitter)
   parse = datasets.parse_fn(builder)
   mean, std = datasets.normalization_stats(data_config, builder)
   cache_records = None

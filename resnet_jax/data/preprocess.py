@@ -9,12 +9,18 @@ Two families, chosen by `config.data.preprocess`:
 - 'cifar': training pads by 4 pixels, takes a random crop of the original size and flips at random; evaluation
   uses the image as it is (both resize first if the stored size differs from `image_size`).
 
+Either family's training images may also get, after the crop and flip (each off by default, so that recipes that do
+not ask for them give the same images): a random rotation by up to `rotation_degrees` either way (edges filled by
+reflection), and colour jitter of strength s (brightness, contrast and saturation each scaled by a factor drawn from
+[1 - s, 1 + s], in that order). The flip itself can be turned off.
+
 Images stay uint8 until `normalize`, the last step, which runs on whole batches.
 
 All randomness is stateless: every random choice is a pure function of a per-example seed built by
 `example_seed(seed, ...)` from the run's seed and the example's place in the stream (epoch, position). Replaying
 the stream from any point therefore reproduces the same augmented images, which exact resume relies on.
 """
+import math
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -113,12 +119,12 @@ def resize(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def imagenet_train(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, crop_fraction: float = 0.875,
-                   fused: bool = True) -> tf.Tensor:
-  """Random resized crop + random horizontal flip: uint8 [image_size, image_size, 3]."""
+                   fused: bool = True, flip: bool = True) -> tf.Tensor:
+  """Random resized crop + random horizontal flip (unless not `flip`): uint8 [image_size, image_size, 3]."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   window = random_crop_window(image_shape(image_bytes), crop_seed, crop_fraction=crop_fraction)
   image = resize(decode_and_crop(image_bytes, window, fused=fused), image_size)
-  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed) if flip else image
 
 
 def imagenet_eval(image_bytes: tf.Tensor, *, image_size: int, crop_fraction: float = 0.875) -> tf.Tensor:
@@ -135,13 +141,53 @@ def _decode_at_size(image_bytes: tf.Tensor, image_size: int, channels: int) -> t
 
 
 def cifar_train(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, channels: int = 3,
-                padding: int = CIFAR_PADDING) -> tf.Tensor:
-  """Zero-pad by `padding`, random crop back to image_size, random flip: uint8 [image_size, image_size, C]."""
+                padding: int = CIFAR_PADDING, flip: bool = True) -> tf.Tensor:
+  """Zero-pad by `padding`, random crop back to image_size, random flip (unless not `flip`): uint8 [image_size,
+  image_size, C]."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   image = _decode_at_size(image_bytes, image_size, channels)
   padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
   image = tf.image.stateless_random_crop(padded, [image_size, image_size, channels], seed=crop_seed)
-  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed) if flip else image
+
+
+def _to_uint8(image: tf.Tensor) -> tf.Tensor:
+  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def rotate(image: tf.Tensor, degrees: tf.Tensor) -> tf.Tensor:
+  """A uint8 image [H, W, C] rotated by `degrees` (counter-clockwise) about its centre, bilinear, edges reflected."""
+  angle = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+  height, width = (tf.cast(d, tf.float32) for d in tf.unstack(tf.shape(image)[:2]))
+  cos, sin = tf.cos(angle), tf.sin(angle)
+  # The projective transform maps each output pixel (x, y) back to the input pixel it samples.
+  x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
+  y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
+  transform = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])[None]
+  rotated = tf.raw_ops.ImageProjectiveTransformV3(
+      images=tf.cast(image, tf.float32)[None], transforms=transform, output_shape=tf.shape(image)[:2],
+      fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")[0]
+  return _to_uint8(rotated)
+
+
+def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+  """Brightness, contrast and (for RGB) saturation of a uint8 image, each scaled by a factor drawn from
+  [1 - strength, 1 + strength], in that order."""
+  factors = tf.random.stateless_uniform([3], seed, minval=1.0 - strength, maxval=1.0 + strength)
+  image = tf.clip_by_value(tf.cast(image, tf.float32) / 255.0 * factors[0], 0.0, 1.0)
+  image = tf.clip_by_value(tf.image.adjust_contrast(image, factors[1]), 0.0, 1.0)
+  if image.shape[-1] == 3:
+    image = tf.clip_by_value(tf.image.adjust_saturation(image, factors[2]), 0.0, 1.0)
+  return _to_uint8(image * 255.0)
+
+
+def _check_augmentation(rotation_degrees: float, jitter: float) -> None:
+  if not 0 <= rotation_degrees <= 180:
+    raise ValueError(f"config.data.rotation_degrees={rotation_degrees!r} must be in [0, 180] (0 turns rotation off): "
+                     "set --config.data.rotation_degrees=...")
+  if not 0 <= jitter < 1:
+    raise ValueError(f"config.data.color_jitter={jitter!r} must be in [0, 1) (0 turns it off): set "
+                     "--config.data.color_jitter=...")
 
 
 def cifar_eval(image_bytes: tf.Tensor, *, image_size: int, channels: int = 3) -> tf.Tensor:
@@ -150,19 +196,44 @@ def cifar_eval(image_bytes: tf.Tensor, *, image_size: int, channels: int = 3) ->
   return tf.ensure_shape(image, [image_size, image_size, channels])
 
 
-def train_fn(family: str, *, image_size: int, channels: int = 3,
-             crop_fraction: float = 0.875) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-  """(image_bytes, seed) -> uint8 training image, for a preprocessing family."""
+def train_fn(family: str, *, image_size: int, channels: int = 3, crop_fraction: float = 0.875, flip: bool = True,
+             rotation_degrees: float = 0.0,
+             color_jitter_strength: float = 0.0) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+  """(image_bytes, seed) -> uint8 training image, for a preprocessing family.
+
+  `flip`, `rotation_degrees` and `color_jitter_strength` are config.data.flip, .rotation_degrees and .color_jitter
+  (see the module docstring); the rotation and the jitter draw from seeds folded from the example's, so the crop
+  and flip are the same with them as without them.
+
+  Raises:
+    ValueError: an unknown family, or a rotation or jitter strength out of range.
+  """
   _check_family(family)
+  _check_augmentation(rotation_degrees, color_jitter_strength)
   if family == "imagenet":
-    return lambda image_bytes, seed: tf.ensure_shape(
-        imagenet_train(image_bytes, seed, image_size=image_size, crop_fraction=crop_fraction),
+    channels = 3
+    base = lambda image_bytes, seed: tf.ensure_shape(
+        imagenet_train(image_bytes, seed, image_size=image_size, crop_fraction=crop_fraction, flip=flip),
         [image_size, image_size, 3])
-  # The paper's 4-pixel padding at 32 px, in proportion at other sizes.
-  padding = max(1, image_size * CIFAR_PADDING // 32)
-  return lambda image_bytes, seed: tf.ensure_shape(
-      cifar_train(image_bytes, seed, image_size=image_size, channels=channels, padding=padding),
-      [image_size, image_size, channels])
+  else:
+    # The paper's 4-pixel padding at 32 px, in proportion at other sizes.
+    padding = max(1, image_size * CIFAR_PADDING // 32)
+    base = lambda image_bytes, seed: tf.ensure_shape(
+        cifar_train(image_bytes, seed, image_size=image_size, channels=channels, padding=padding, flip=flip),
+        [image_size, image_size, channels])
+  if not rotation_degrees and not color_jitter_strength:
+    return base
+
+  def augment(image_bytes, seed):
+    image = base(image_bytes, seed)
+    if rotation_degrees:
+      degrees = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 1),
+                                            minval=-rotation_degrees, maxval=rotation_degrees)
+      image = rotate(image, degrees)
+    if color_jitter_strength:
+      image = color_jitter(image, tf.random.experimental.stateless_fold_in(seed, 2), color_jitter_strength)
+    return tf.ensure_shape(image, [image_size, image_size, channels])
+  return augment
 
 
 def eval_fn(family: str, *, image_size: int, channels: int = 3,
