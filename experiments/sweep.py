@@ -55,14 +55,18 @@ def main(argv):
   if not _ABLATION.value and not _GRID.value:
     raise app.UsageError("give --grid='key=v1,v2 ...' or --ablation=NAME (--ablation=list shows them)")
 
-  config, grid = _CONFIG.value, _GRID.value
+  config, grid, lesions = _CONFIG.value, _GRID.value, ()
   if _ABLATION.value:
     ablation = sweep.load_ablation(_ABLATION.value)
-    config, grid, extra = ablation.config, ablation.grid, [*ablation.flags, *extra]
+    config, grid, extra, lesions = ablation.config, ablation.grid, [*ablation.flags, *extra], ablation.lesion
   codes = sweep.run_sweep(config, grid, _WORKDIR.value, extra, parallel=_PARALLEL.value, dry_run=_DRY_RUN.value)
   failed = sorted(name for name, code in codes.items() if code != 0)
+  if lesions and not failed and not _DRY_RUN.value:  # The ablation's lesion studies, once its runs are done.
+    codes = sweep.run_lesions(_WORKDIR.value, lesions)
+    failed = sorted(f"lesion of {name}" for name, code in codes.items() if code != 0)
   if failed:
-    sys.exit(f"{len(failed)} run(s) failed: {failed}; see train.log in their workdirs. Rerun to retry them.")
+    sys.exit(f"{len(failed)} run(s) failed: {failed}; see train.log (lesion.log for a lesion study) in their "
+             "workdirs. Rerun to retry them.")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ pyplot state).
 - `plot_loss`: training loss against steps, one line per run, in the same panels.
 - `plot_signal`: standard deviation of each block's residual-branch output against the block's index, one line per
   run (Fig. 7 of He et al. 2015).
+- `plot_error_bands`, `plot_signal_bands`: the same two figures over seeds, the mean of each configuration's runs
+  with a band from the lowest to the highest (the signal also sorted by magnitude, as Fig. 7's lower panel).
 - `plot_lesion`: bar chart of the change in top-1 accuracy when each block is skipped (Veit et al. 2016).
 - `plot_confusion`: an evaluation's confusion matrix, rows normalised, axes named by class.
 - `plot_mistakes`: a grid of images with their titles (the most confident mistakes: true and predicted names).
@@ -259,5 +261,72 @@ def plot_search(points: dict[str, Sequence[tuple[Any, float, str]]], path: str, 
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
   axes[0].set_ylabel(metric)
+  save(figure, path)
+  return figure
+
+
+def _band(histories: Sequence[Sequence[dict]], split: str, key: str, transform=lambda v: v):
+  """(steps, mean, low, high) of `key` over runs, at the steps that every run logged."""
+  series = [dict(zip(*_series(h, split, key, transform))) for h in histories]
+  steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
+  values = np.array([[s[t] for t in steps] for s in series], float).reshape(len(series), len(steps))
+  return steps, values.mean(0), values.min(0), values.max(0)
+
+
+def plot_error_bands(groups: dict[str, Sequence[Sequence[dict]]], path: str, *,
+                     panels: dict[str, str] | None = None) -> Figure:
+  """Fig. 6 over seeds: for each configuration, the mean over its runs of the training error (dashed) and the test
+  error (bold), in percent against steps, each with a band from the lowest to the highest run.
+
+  Args:
+    groups: configuration label -> the metrics records of each of its runs (one per seed).
+    path: the PNG to write.
+    panels: configuration label -> panel ('plain' / 'residual'); None draws one panel.
+  """
+  layout = _panels(list(groups), panels)
+  figure, axes = _figure(len(layout))
+  for ax, (title, labels) in zip(axes, layout):
+    for colour, label in zip(_colours(len(labels)), labels):
+      runs = groups[label]
+      steps, mean, low, high = _band(runs, "train", "top1", _percent_error)
+      ax.plot(steps, mean, linestyle="--", linewidth=1.0, color=colour)
+      ax.fill_between(steps, low, high, color=colour, alpha=0.12, linewidth=0)
+      steps, mean, low, high = _band(runs, "eval", "top1", _percent_error)
+      ax.plot(steps, mean, linestyle="-", linewidth=2.2, color=colour, label=f"{label} (n={len(runs)})",
+              marker="o" if len(steps) == 1 else None)
+      ax.fill_between(steps, low, high, color=colour, alpha=0.25, linewidth=0)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", title="mean over seeds, band: min to max\ndashed: train, bold: test",
+              title_fontsize="small")
+  axes[0].set_ylabel("error (%)")
+  save(figure, path)
+  return figure
+
+
+def plot_signal_bands(groups: dict[str, Sequence[Sequence[tuple[str, float]]]], path: str) -> Figure:
+  """Fig. 7 over seeds: the std of each block's residual-branch output against the block's index (left) and sorted
+  by magnitude (right), the mean over each configuration's runs with a band from the lowest to the highest.
+
+  Args:
+    groups: configuration label -> one profile [(block path, std)] per run, in network order.
+    path: the PNG to write.
+  """
+  figure, (by_index, by_size) = _figure(2)
+  for colour, (label, profiles) in zip(_colours(len(groups)), groups.items()):
+    values = np.array([[std for _, std in p] for p in profiles], float)
+    for ax, data in ((by_index, values), (by_size, -np.sort(-values, axis=1))):
+      x = range(data.shape[1])
+      ax.plot(x, data.mean(0), marker=".", color=colour, label=f"{label} (n={len(profiles)})")
+      ax.fill_between(x, data.min(0), data.max(0), color=colour, alpha=0.2, linewidth=0)
+  by_index.set_xlabel("block index")
+  by_size.set_xlabel("block, sorted by response")
+  by_index.set_ylabel("std of the residual-branch output")
+  by_index.set_title("Branch response per block (last evaluation)")
+  by_size.set_title("Sorted by magnitude")
+  for ax in (by_index, by_size):
+    ax.grid(alpha=0.3)
+  by_index.legend(fontsize="small")
   save(figure, path)
   return figure

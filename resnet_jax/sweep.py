@@ -25,7 +25,7 @@ from typing import Any
 import ml_collections
 
 from resnet_jax import config as config_lib
-from resnet_jax import files, results
+from resnet_jax import files, results, study
 from resnet_jax import grid as grid_lib
 
 TRAIN_MODULE = "experiments.train"
@@ -287,7 +287,8 @@ def shortcut_groups(runs: Sequence[Run], axes: Sequence[grid_lib.Axis]) -> dict[
 
 def write_report(workdir: str, runs: Sequence[Run], axes: Sequence[grid_lib.Axis], *, command: str = "",
                  codes: dict[str, int] | None = None) -> list[str]:
-  """Writes results.csv, results.md and the plots (loss.png, error.png, signal.png) into `workdir`.
+  """Writes results.csv, results.md and the plots (loss.png, error.png, signal.png) into `workdir`; for a grid
+  with seeds, also the summary over seeds (`resnet_jax.study`).
 
   Args:
     workdir: the sweep's directory.
@@ -323,6 +324,8 @@ def write_report(workdir: str, runs: Sequence[Run], axes: Sequence[grid_lib.Axis
   if signals:
     plots.plot_signal(signals, os.path.join(workdir, "signal.png"))
     written.append(os.path.join(workdir, "signal.png"))
+  if study.has_seeds(axes):  # Seeds taken together: summary.md (mean, spread) and the plots with bands.
+    written += study.write_report(workdir, rows, histories, axes, {r.name: r.values for r in runs}, groups)
   return written
 
 
@@ -355,7 +358,7 @@ def run_sweep(config_file: str, grid: str, workdir: str, extra_flags: Sequence[s
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Ready-made ablations (configs/ablations/NAME.py: CONFIG, GRID and FLAGS as data)
+# Ready-made ablations (configs/ablations/NAME.py: CONFIG, GRID, FLAGS and LESION as data)
 # ----------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Ablation:
@@ -365,6 +368,7 @@ class Ablation:
   grid: str
   flags: tuple[str, ...]
   doc: str
+  lesion: tuple[str, ...] = ()  # Runs (names in the sweep's workdir) whose lesion study follows the sweep.
 
 
 def ablation_dir() -> str:
@@ -376,7 +380,8 @@ def ablation_names() -> list[str]:
 
 
 def load_ablation(name: str) -> Ablation:
-  """Reads configs/ablations/NAME.py, a file of literal assignments (CONFIG, GRID, FLAGS), without running it.
+  """Reads configs/ablations/NAME.py, a file of literal assignments (CONFIG, GRID, FLAGS, LESION), without running
+  it.
 
   Raises:
     ValueError: unknown name (lists the valid ones) or a file without CONFIG and GRID.
@@ -393,4 +398,28 @@ def load_ablation(name: str) -> Ablation:
   if missing:
     raise ValueError(f"configs/ablations/{name}.py does not define {sorted(missing)}")
   return Ablation(name, values["CONFIG"], values["GRID"], tuple(values.get("FLAGS", ())),
-                  ast.get_docstring(module) or "")
+                  ast.get_docstring(module) or "", tuple(values.get("LESION", ())))
+
+
+def run_lesions(workdir: str, names: Sequence[str], *, python: str = sys.executable,
+                echo: Callable[[str], None] = print) -> dict[str, int]:
+  """The lesion study (`experiments.lesion`) of each named run of a sweep, once: a run that already has its
+  lesion.png (the study's last file) is skipped. Output goes to the run's lesion.log; returns {name: exit code}.
+
+  Raises:
+    ValueError: a name that is not a finished run of the sweep.
+  """
+  codes = {}
+  for name in names:
+    run_dir = os.path.join(workdir, name)
+    if run_status(run_dir) != DONE:
+      raise ValueError(f"the lesion study of {name!r} needs the finished run {run_dir}")
+    if os.path.exists(os.path.join(run_dir, "lesion.png")):
+      echo(f"[skip] lesion of {name}: {run_dir}/lesion.md exists")
+      continue
+    echo(f"[lesion] {name}")
+    with open(os.path.join(run_dir, "lesion.log"), "a") as log:
+      codes[name] = subprocess.call([python, "-m", "experiments.lesion", f"--workdir={run_dir}"], stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=_REPO_ROOT)
+    echo(f"[{'done' if codes[name] == 0 else 'failed'}] lesion of {name}: {run_dir}/lesion.md")
+  return codes

@@ -14,7 +14,7 @@ LAYERS = {
               "workdir_lock", "reporting", "plots", "results", "config", "startup", "data", "data.preprocess",
               "data.shapes", "data.synthetic", "data.folder", "data.datasets", "data.pipeline"],
     "engine": ["train", "sweep", "lesion", "predict", "bench", "bench.workload", "bench.peers", "bench.run",
-               "bench.input", "bench.profile", "search"],
+               "bench.input", "bench.profile", "search", "study"],
 }
 MAX_LINES = 500  # A library module longer than this does more than one job.
 MAX_SCRIPT_LINES = 100  # Scripts parse flags and call the library.

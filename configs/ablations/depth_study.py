@@ -11,3 +11,4 @@ GRID = ("seed=0,1,2 model.name=cifar_resnet20,cifar_resnet32,cifar_resnet44,cifa
         "model.shortcut=none,A")
 FLAGS = ("--config.data.name=shapes/depth16", "--config.num_epochs=3", "--config.eval_every_epochs=None",
          "--config.eval_every_steps=195", "--config.log_every_steps=10")
+LESION = ("seed=0,name=cifar_resnet56,shortcut=A",)  # The deepest residual net, after the sweep.
