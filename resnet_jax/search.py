@@ -252,6 +252,15 @@ def trial_seed(seed: int, finished: int) -> int:
   return int(np.random.SeedSequence([seed, finished]).generate_state(1)[0])
 
 
+def _next_name(study) -> str:
+  """trial<NNN> after the names in use: numbered by runs, not by Optuna's trials (a retried trial is a new one)."""
+  used = {t.user_attrs["run"] for t in study.get_trials(deepcopy=False) if "run" in t.user_attrs}
+  index = len(used)
+  while f"trial{index:03d}" in used:
+    index += 1
+  return f"trial{index:03d}"
+
+
 def _sampler(name: str, seed: int, startup_trials: int):
   import optuna
   if name == "random":
@@ -299,7 +308,7 @@ def run_search(config_file: str, space: str, workdir: str, extra_flags: Sequence
       study.sampler = _sampler(sampler, trial_seed(seed, done), startup_trials)
       trial = study.ask()
       params = {dim.key: dim.suggest(trial) for dim in dims}
-      name = trial.user_attrs.get("run") or f"trial{trial.number:03d}"
+      name = trial.user_attrs.get("run") or _next_name(study)
       trial.set_user_attr("run", name)
       run = trial_run(name, workdir, config_file, dims, params, extra_flags)
       echo(f"[trial {done + 1}/{trials}] {name}: " + " ".join(f"{k}={v}" for k, v in run.values.items()))

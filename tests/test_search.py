@@ -4,6 +4,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -124,3 +125,47 @@ def test_script_errors_are_one_line(tmp_path):
     result = script(*args)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
   assert not (tmp_path / "a").exists()
+
+
+def _processes_mentioning(text):
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if text.encode() in f.read():
+          found.append(int(pid))
+    except OSError:
+      pass
+  return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")
+def test_a_search_killed_mid_trial_and_rerun_continues_it(tmp_path, shapes_small):
+  """kill -9 of the search while its first trial trains: the trainer is told to stop (it checkpoints), and a rerun
+  of the same command resumes that trial with the same sampled settings, then trains the second. Run by CI."""
+  workdir = str(tmp_path / "search")
+  args = [f"--config={SHAPES}", "--space=schedule.base_lr=loguniform(0.01,1)", "--trials=2", "--sampler=random",
+          "--pruner=none", "--seed=3", f"--workdir={workdir}", *TINY, "--config.num_steps=30",
+          "--config.eval_every_steps=10", shapes_small]
+  first = os.path.join(workdir, "trial000")
+  with runs.running(runs.start("experiments.search", args, devices=1)) as proc:
+    runs.wait_for(lambda: runs.last_logged_step(first) >= 2, proc, what="a logged step of the first trial")
+    base_lr = files.read_json(os.path.join(first, files.CONFIG_FILE))["schedule"]["base_lr"]
+    proc.kill()
+    proc.wait()
+  os.remove(proc.log_path)
+  # The orphaned trainer got SIGTERM, saved and stopped.
+  deadline = time.time() + 120
+  while _processes_mentioning(workdir) and time.time() < deadline:
+    time.sleep(0.2)
+  assert not _processes_mentioning(workdir), "the trainer went on training without its search"
+  assert runs.last_logged_step(first) < 30
+
+  out = runs.run("experiments.search", args, devices=1, timeout=1200)
+  assert "[resume] trial000" in out, out[-6000:]
+  rows = _rows(os.path.join(workdir, "results.csv"))
+  assert [(r["run"], r["status"]) for r in rows] == [("trial000", "finished"), ("trial001", "finished")], rows
+  assert files.read_json(os.path.join(first, files.CONFIG_FILE))["schedule"]["base_lr"] == base_lr
+  assert float(rows[0]["base_lr"]) == base_lr
+  assert runs.last_logged_step(first) == 30

@@ -147,8 +147,8 @@ def split_info(builder, split):
   try:
     return builder.info.splits[split]
   except (KeyError, ValueError) as error:
-    raise ValueError(f"Unknown split {split!r} for {builder.name}; it has {sorted(builder.info.splits)}."
-                     ) from error
+    raise ValueError(f"Unknown split {split!r} for {builder.name}; it has {sorted(builder.info.splits)}: set "
+                     f"--config.data.train_split / --config.data.eval_split to one of them.") from error
 
 
 def train_split(data_config) -> str:
