@@ -112,3 +112,27 @@ def test_a_plot_failing_while_rendering_leaves_the_previous_file_untouched(tmp_p
     plots.save(figure, str(path))
   assert path.read_bytes() == before
   assert sorted(os.listdir(tmp_path)) == ["error.png"]
+
+
+def test_error_bands_draw_the_mean_over_seeds_with_a_min_max_band(tmp_path):
+  seeds = {"shortcut=none": [_history([0.2, 0.4], [0.5], [2.0, 1.5]), _history([0.4, 0.6], [0.7], [2.0, 1.0])],
+           "shortcut=A": [_history([0.5, 0.7], [0.8], [1.5, 1.0])]}
+  path = str(tmp_path / "error_seeds.png")
+  figure = plots.plot_error_bands(seeds, path, panels={"shortcut=none": "plain", "shortcut=A": "residual"})
+  _assert_png(path)
+  plain, residual = figure.axes[:2]
+  assert (plain.get_title(), residual.get_title()) == ("plain", "residual")
+  train, test = plain.get_lines()[:2]
+  assert train.get_linestyle() == "--" and test.get_linestyle() == "-"
+  assert list(train.get_ydata()) == pytest.approx([70.0, 50.0])  # Mean error over the two seeds, in percent.
+  band = plain.collections[0].get_paths()[0].vertices[:, 1]
+  assert (band.min(), band.max()) == pytest.approx((40.0, 80.0))  # From the best to the worst seed.
+  assert "(n=2)" in test.get_label()
+
+
+def test_signal_bands_show_the_profile_in_order_and_sorted(tmp_path):
+  profiles = {"A": [[("s1/b0", 1.0), ("s1/b1", 3.0)], [("s1/b0", 2.0), ("s1/b1", 1.0)]]}
+  figure = plots.plot_signal_bands(profiles, str(tmp_path / "signal_seeds.png"))
+  by_index, by_size = figure.axes[:2]
+  assert list(by_index.get_lines()[0].get_ydata()) == [1.5, 2.0]
+  assert list(by_size.get_lines()[0].get_ydata()) == [2.5, 1.0]  # Each seed sorted, then averaged.
