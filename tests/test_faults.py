@@ -128,6 +128,7 @@ def test_kill_9_and_half_written_checkpoints_then_rerun_resumes_from_last_comple
   assert leftovers == [f"{NUM_STEPS}.incomplete"], leftovers
 
 
+@pytest.mark.slow  # Run by CI's second pytest line (.ci/run).
 def test_sigterm_saves_the_current_step_and_rerun_resumes_there(tmp_path, shapes_data_dir, xla_cache_dir,
                                                                 reference):
   workdir = str(tmp_path / "run")
@@ -151,6 +152,7 @@ def test_sigterm_saves_the_current_step_and_rerun_resumes_there(tmp_path, shapes
   _assert_same_run(workdir, reference)
 
 
+@pytest.mark.slow  # Run by CI's second pytest line (.ci/run).
 def test_resume_is_exact_after_a_corrupt_training_record(tmp_path, shapes_data_dir, xla_cache_dir):
   """One corrupt record, read early in epoch 0: a run stopped by SIGTERM after it and rerun reads the same records
   as the uninterrupted run on the same data (the checkpoint records where the input stream stands), so it ends

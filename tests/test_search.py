@@ -63,6 +63,7 @@ def _rows(path):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # Run by CI's second pytest line (.ci/run).
 def test_random_search_runs_trials_reports_and_continues_without_repeating(tmp_path, shapes_small):
   """Two trials train, the report is written; a rerun asking for three keeps both (their files untouched) and
   trains one more; changing a setting of the search is refused."""
