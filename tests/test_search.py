@@ -128,18 +128,6 @@ def test_script_errors_are_one_line(tmp_path):
   assert not (tmp_path / "a").exists()
 
 
-def _processes_mentioning(text):
-  found = []
-  for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-      with open(f"/proc/{pid}/cmdline", "rb") as f:
-        if text.encode() in f.read():
-          found.append(int(pid))
-    except OSError:
-      pass
-  return found
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")
 def test_a_search_killed_mid_trial_and_rerun_continues_it(tmp_path, shapes_small):
@@ -158,9 +146,9 @@ def test_a_search_killed_mid_trial_and_rerun_continues_it(tmp_path, shapes_small
   os.remove(proc.log_path)
   # The orphaned trainer got SIGTERM, saved and stopped.
   deadline = time.time() + 120
-  while _processes_mentioning(workdir) and time.time() < deadline:
+  while runs.processes_mentioning(workdir) and time.time() < deadline:
     time.sleep(0.2)
-  assert not _processes_mentioning(workdir), "the trainer went on training without its search"
+  assert not runs.processes_mentioning(workdir), "the trainer went on training without its search"
   assert runs.last_logged_step(first) < 30
 
   out = runs.run("experiments.search", args, devices=1, timeout=1200)

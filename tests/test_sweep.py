@@ -206,31 +206,19 @@ def test_execute_skips_finished_runs_resumes_interrupted_ones_and_reports_failur
   assert codes == {failing.name: 3}
 
 
-def _processes_mentioning(text):
-  found = []
-  for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-      with open(f"/proc/{pid}/cmdline", "rb") as f:
-        if text.encode() in f.read():
-          found.append(int(pid))
-    except OSError:
-      pass
-  return found
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")
 def test_a_stopped_sweep_stops_its_trainers(tmp_path, fake_python):
-  runs = sweep.plan(SHAPES, grid.parse_grid("model.name=sleep1,sleep2"), str(tmp_path / "sweep"))
+  planned = sweep.plan(SHAPES, grid.parse_grid("model.name=sleep1,sleep2"), str(tmp_path / "sweep"))
 
   def interrupt_at_second_start(line):
-    if line.startswith("[start] " + runs[1].name):
+    if line.startswith("[start] " + planned[1].name):
       raise KeyboardInterrupt  # Ctrl-C while the first trainer runs.
 
   start = time.time()
   with pytest.raises(KeyboardInterrupt):
-    sweep.execute(runs, parallel=2, python=fake_python, echo=interrupt_at_second_start, poll_seconds=0.05)
+    sweep.execute(planned, parallel=2, python=fake_python, echo=interrupt_at_second_start, poll_seconds=0.05)
   assert time.time() - start < 60  # The sleeping trainer was stopped, not waited for.
-  assert not _processes_mentioning(str(tmp_path / "sweep"))
+  assert not runs.processes_mentioning(str(tmp_path / "sweep"))
 
 
 def test_manifest_refuses_to_resume_a_run_with_other_flags(tmp_path):
@@ -443,9 +431,9 @@ def test_a_sweep_killed_mid_run_and_rerun_ends_with_the_same_results(tmp_path, s
     proc.wait()
   # The orphaned trainer got SIGTERM, saved and stopped; the sweep had written no results yet.
   deadline = time.time() + 120
-  while _processes_mentioning(str(broken)) and time.time() < deadline:
+  while runs.processes_mentioning(str(broken)) and time.time() < deadline:
     time.sleep(0.2)
-  assert not _processes_mentioning(str(broken)), "the trainer went on training without its sweep"
+  assert not runs.processes_mentioning(str(broken)), "the trainer went on training without its sweep"
   assert not (broken / "results.csv").exists()
   result = _sweep_script("--config=configs/shapes.py", grid, f"--workdir={broken}", *flags, timeout=1200)
   assert result.returncode == 0, result.stdout + result.stderr
