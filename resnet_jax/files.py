@@ -52,19 +52,28 @@ def write_text(path: str, text: str) -> None:
   A crash or an exception while writing leaves any previous `path` untouched and no temporary file. Atomic on POSIX
   file systems (os.replace); on object stores the final rename is a copy.
   """
+  _write_atomically(path, text, "")
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """`write_text` for bytes (a weights file, an image)."""
+  _write_atomically(path, data, "b")
+
+
+def _write_atomically(path: str, data, binary: str) -> None:
   directory = os.path.dirname(path) or "."
   # A unique name in the same directory: os.replace is atomic only within one file system.
   tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
   if is_url(path):
     makedirs(directory)
-    with open_file(tmp, "w") as f:
-      f.write(text)
+    with open_file(tmp, "w" + binary) as f:
+      f.write(data)
     _gfile().rename(tmp, path, overwrite=True)
     return
   os.makedirs(directory, exist_ok=True)
   try:
-    with open(tmp, "x") as f:
-      f.write(text)
+    with open(tmp, "x" + binary) as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

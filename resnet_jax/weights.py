@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import models
+from resnet_jax import files, models
 
 # Keras builds ResNet50 in the paper's v1 layout with BatchNorm epsilon 1.001e-5. Create the receiving model with
 # `models.create('resnet50', num_classes=1000, **KERAS_RESNET50_KNOBS)`. (With the default epsilon 1e-5 the
@@ -330,18 +330,7 @@ def write_safetensors(path: str, state: Mapping[str, np.ndarray], metadata: Mapp
   """Writes a state_dict of numpy arrays as a .safetensors file, atomically (a temporary file renamed over it)."""
   from safetensors.numpy import save
 
-  data = save(dict(state), metadata=dict(metadata or {}))
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  files.write_bytes(os.path.abspath(path), save(dict(state), metadata=dict(metadata or {})))
 
 
 def safetensors_variables(path: str, name: str) -> Tree:
