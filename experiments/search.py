@@ -28,16 +28,8 @@ _STARTUP = flags.DEFINE_integer("startup_trials", 3, "Finished trials before the
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds the sampler.")
 
 
-def _parse_flags(argv):
-  # Flags this script does not define are trainer flags for every trial: keep them instead of rejecting them.
-  return flags.FLAGS(argv, known_only=True)
-
-
 def main(argv):
-  extra = argv[1:]
-  stray = [a for a in extra if not a.startswith("--")]
-  if stray:
-    raise app.UsageError(f"unexpected arguments {stray}: pass trainer flags as --name=value")
+  extra = startup.trainer_flags(argv)  # Flags this script does not define, for every trainer.
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   if not _SPACE.value:
@@ -52,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  startup.run(main, flags_parser=_parse_flags)
+  startup.run(main, flags_parser=startup.keep_unknown_flags)

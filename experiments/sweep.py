@@ -30,18 +30,10 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs trained at the same time (
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the planned runs and their status, and train nothing.")
 
 
-def _parse_flags(argv):
-  # Flags this script does not define are trainer flags for every run: keep them instead of rejecting them.
-  return flags.FLAGS(argv, known_only=True)
-
-
 def main(argv):
   from resnet_jax import sweep
 
-  extra = argv[1:]
-  stray = [a for a in extra if not a.startswith("--")]
-  if stray:
-    raise app.UsageError(f"unexpected arguments {stray}: pass trainer flags as --name=value")
+  extra = startup.trainer_flags(argv)  # Flags this script does not define, for every trainer.
   if _ABLATION.value == "list":
     for name in sweep.ablation_names():
       ablation = sweep.load_ablation(name)
@@ -70,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  startup.run(main, flags_parser=_parse_flags)
+  startup.run(main, flags_parser=startup.keep_unknown_flags)

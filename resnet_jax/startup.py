@@ -51,6 +51,19 @@ def prepare_process(platform_xla_flags: bool = True) -> None:
   hide_accelerators_from_tensorflow()
 
 
+def keep_unknown_flags(argv: list[str]) -> list[str]:
+  """An absl `flags_parser` for scripts that pass the flags they do not define on to the trainers they start."""
+  return flags.FLAGS(argv, known_only=True)
+
+
+def trainer_flags(argv: list[str]) -> list[str]:
+  """The flags `keep_unknown_flags` left in `argv`, for every trainer; anything else is a usage error."""
+  stray = [a for a in argv[1:] if not a.startswith("--")]
+  if stray:
+    raise app.UsageError(f"unexpected arguments {stray}: pass trainer flags as --name=value")
+  return argv[1:]
+
+
 def run(main: Callable[[list[str]], None], flags_parser: Callable[[list[str]], list[str]] | None = None) -> None:
   """`absl.app.run(main)`, with bad input reported as one line (`<script>: <message>`) and exit status 2.
 
