@@ -10,7 +10,8 @@ Grid: space-separated axes `key=v1,v2,...`, each key a config field (`model.shor
 `model.head_hidden=(64,),(64,64)`. Any other flag (`--config.num_steps=500`, ...) is passed to every run unchanged.
 
 Each run trains in WORKDIR/NAME (e.g. `runs/sweep/name=cifar_resnet20,shortcut=none`). Rerunning the command skips
-finished runs and resumes interrupted ones. At the end WORKDIR holds results.csv, results.md, loss.png, error.png
+finished runs and resumes interrupted ones; `--report_only` writes the report from whatever runs WORKDIR holds,
+training nothing. At the end WORKDIR holds results.csv, results.md, loss.png, error.png
 (training error dashed, test error bold: Fig. 6 of He et al. 2015) and signal.png (per-block residual-branch std:
 Fig. 7).
 """
@@ -28,6 +29,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory; run NAME
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs trained at the same time (each uses every core: keep 1 on small "
                                  "machines).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the planned runs and their status, and train nothing.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Write the report (results, plots, summary over seeds) from the "
+                                  "runs WORKDIR holds, and train nothing (no lesion study either).")
 
 
 def main(argv):
@@ -51,9 +54,13 @@ def main(argv):
   if _ABLATION.value:
     ablation = sweep.load_ablation(_ABLATION.value)
     config, grid, extra, lesions = ablation.config, ablation.grid, [*ablation.flags, *extra], ablation.lesion
-  codes = sweep.run_sweep(config, grid, _WORKDIR.value, extra, parallel=_PARALLEL.value, dry_run=_DRY_RUN.value)
+  if _DRY_RUN.value and _REPORT_ONLY.value:
+    raise app.UsageError("--dry_run and --report_only: choose one")
+  codes = sweep.run_sweep(config, grid, _WORKDIR.value, extra, parallel=_PARALLEL.value, dry_run=_DRY_RUN.value,
+                          report_only=_REPORT_ONLY.value)
   failed = sorted(name for name, code in codes.items() if code != 0)
-  if lesions and not failed and not _DRY_RUN.value:  # The ablation's lesion studies, once its runs are done.
+  # The ablation's lesion studies, once its runs are done.
+  if lesions and not failed and not _DRY_RUN.value and not _REPORT_ONLY.value:
     codes = sweep.run_lesions(_WORKDIR.value, lesions)
     failed = sorted(f"lesion of {name}" for name, code in codes.items() if code != 0)
   if failed:

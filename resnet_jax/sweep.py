@@ -333,8 +333,12 @@ def write_report(workdir: str, runs: Sequence[Run], axes: Sequence[grid_lib.Axis
 # The whole sweep
 # ----------------------------------------------------------------------------------------------------------------
 def run_sweep(config_file: str, grid: str, workdir: str, extra_flags: Sequence[str] = (), *, parallel: int = 1,
-              dry_run: bool = False, echo: Callable[[str], None] = print) -> dict[str, int]:
+              dry_run: bool = False, report_only: bool = False,
+              echo: Callable[[str], None] = print) -> dict[str, int]:
   """Plans, trains (skipping finished runs, resuming started ones) and reports a sweep; returns the exit codes.
+
+  With `report_only`, nothing is trained and the manifest is left as it is: the report is written from the runs the
+  workdir holds (a partial sweep's, or run records copied in from elsewhere).
 
   Raises:
     ValueError: a bad grid or config, an impossible model, or a started run whose flags changed. Nothing is
@@ -347,9 +351,11 @@ def run_sweep(config_file: str, grid: str, workdir: str, extra_flags: Sequence[s
     for run in runs:
       echo(f"{run_status(run.workdir):6s} {run.name}\n       {shlex.join(run.command()[1:])}")
     return {}
-  files.write_json(os.path.join(workdir, MANIFEST), manifest)
-  codes = execute(runs, parallel=parallel, echo=echo,
-                  on_finish=lambda run, code, seconds: add_seconds(workdir, run.name, seconds))
+  codes = {}
+  if not report_only:
+    files.write_json(os.path.join(workdir, MANIFEST), manifest)
+    codes = execute(runs, parallel=parallel, echo=echo,
+                    on_finish=lambda run, code, seconds: add_seconds(workdir, run.name, seconds))
   command = shlex.join(["python", "-m", "experiments.sweep", f"--config={config_file}", f"--grid={grid}",
                         f"--workdir={workdir}", *extra_flags])
   for path in write_report(workdir, runs, axes, command=command, codes=codes):

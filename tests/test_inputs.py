@@ -51,6 +51,8 @@ CASES = [
     ("sweep", ["--workdir={missing}", "--grid=model.shrtcut=A"], "did you mean config.model.shortcut?"),
     ("sweep", ["--workdir={missing}", "--ablation=shortcut"], "choose one of"),
     ("sweep", ["--grid=model.shortcut=A"], "--workdir is required"),
+    ("sweep", ["--workdir={missing}", "--ablation=depth_study", "--dry_run", "--report_only"],
+     "--dry_run and --report_only"),
     ("prepare_data", [], "--dataset is required"),
     ("prepare_data", ["--dataset=shapez"], "Unknown dataset 'shapez'"),
     ("prepare_data", ["--dataset=imagenet2012"], "needs --manual_dir"),

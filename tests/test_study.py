@@ -117,3 +117,37 @@ def test_the_depth_study_command_runs_end_to_end_on_a_tiny_budget(tmp_path, shap
   with open(lesioned / "lesion.csv") as f:
     assert len(list(csv.DictReader(f))) == 27  # One row per block of a ResNet-56.
   assert "[lesion] seed=0,name=cifar_resnet56,shortcut=A" in result.stdout
+
+
+STUDY_FILES = os.path.join(REPO, "benchmarks", "ablations", "depth_study")
+
+
+def test_the_committed_depth_study_tables_come_from_the_committed_run_records(tmp_path):
+  """benchmarks/ablations/depth_study/runs holds every finished run's records (no checkpoints); the sweep's report
+  written from them must be the committed results.csv and summary.csv, figure for figure."""
+  import shutil
+  workdir = tmp_path / "depth_study"
+  shutil.copytree(os.path.join(STUDY_FILES, "runs"), workdir)
+  ablation = sweep.load_ablation("depth_study")
+  axes = grid.parse_grid(ablation.grid)
+  plan = sweep.plan(os.path.join(REPO, ablation.config), axes, str(workdir), list(ablation.flags))
+  assert any(sweep.run_status(run.workdir) == sweep.DONE for run in plan)
+  sweep.write_report(str(workdir), plan, axes)
+  for name in ("results.csv", "summary.csv"):
+    with open(workdir / name) as ours, open(os.path.join(STUDY_FILES, name)) as committed:
+      assert list(csv.DictReader(ours)) == list(csv.DictReader(committed)), name
+
+
+def test_report_only_writes_the_report_of_what_is_there_and_trains_nothing(tmp_path):
+  finished = {"seed=0,shortcut=A": _records([0.5, 0.9], 0.95), "seed=1,shortcut=A": _records([0.4, 0.8], 0.90)}
+  axes, plan = _fake_sweep(tmp_path, finished)
+  manifest = os.path.join(tmp_path, sweep.MANIFEST)
+  files.write_json(manifest, {"runs": {}})
+  codes = sweep.run_sweep(os.path.join(REPO, "configs", "shapes.py"), "seed=0,1,2 model.shortcut=none,A",
+                          str(tmp_path), report_only=True, echo=lambda line: None)
+  assert codes == {}
+  assert files.read_json(manifest) == {"runs": {}}  # Left as it was.
+  assert [run.name for run in plan if sweep.run_status(run.workdir) != sweep.NEW] == list(finished)
+  with open(tmp_path / "summary.csv") as f:
+    rows = {r["shortcut"]: r for r in csv.DictReader(f)}
+  assert set(rows) == {"A"} and rows["A"]["seeds"] == "2"  # No row for a configuration with no finished run.
