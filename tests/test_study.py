@@ -3,6 +3,7 @@ writes, the lesion studies an ablation asks for, and the depth study's command e
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -125,7 +126,6 @@ STUDY_FILES = os.path.join(REPO, "benchmarks", "ablations", "depth_study")
 def test_the_committed_depth_study_tables_come_from_the_committed_run_records(tmp_path):
   """benchmarks/ablations/depth_study/runs holds every finished run's records (no checkpoints); the sweep's report
   written from them must be the committed results.csv and summary.csv, figure for figure."""
-  import shutil
   workdir = tmp_path / "depth_study"
   shutil.copytree(os.path.join(STUDY_FILES, "runs"), workdir)
   ablation = sweep.load_ablation("depth_study")
@@ -140,7 +140,7 @@ def test_the_committed_depth_study_tables_come_from_the_committed_run_records(tm
 
 def test_report_only_writes_the_report_of_what_is_there_and_trains_nothing(tmp_path):
   finished = {"seed=0,shortcut=A": _records([0.5, 0.9], 0.95), "seed=1,shortcut=A": _records([0.4, 0.8], 0.90)}
-  axes, plan = _fake_sweep(tmp_path, finished)
+  _, plan = _fake_sweep(tmp_path, finished)
   manifest = os.path.join(tmp_path, sweep.MANIFEST)
   files.write_json(manifest, {"runs": {}})
   codes = sweep.run_sweep(os.path.join(REPO, "configs", "shapes.py"), "seed=0,1,2 model.shortcut=none,A",
