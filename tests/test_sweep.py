@@ -319,7 +319,7 @@ def test_results_files_are_never_left_half_written(tmp_path):
 
 
 # --- Ready-made ablations -------------------------------------------------------------------------------------
-EXPECTED_ABLATIONS = ["activations", "depth_study", "head_conv", "head_mlp", "head_pool", "plain_vs_residual",
+EXPECTED_ABLATIONS = ["activations", "depth_budget", "depth_study", "head_conv", "head_mlp", "head_pool", "plain_vs_residual",
                       "shortcuts", "stem_pool", "zero_init"]
 
 

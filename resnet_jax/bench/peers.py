@@ -34,8 +34,8 @@ _CIFAR_NETS = tuple(f"cifar_resnet{d}" for d in (20, 32, 44, 56, 110, 1202))
 PEERS = {
     "keras": Peer("keras_resnet50.py", ("resnet50",), ("tensorflow", "keras"), ("cpu",),
                   layout_note="Keras ResNet50 is the v1 layout; pass --variant=v1 for equal work"),
-    "torch_eager": Peer("torch_resnet50.py", ("resnet50",), ("torch", "torchvision"), ("cpu", "gpu")),
-    "torch_compile": Peer("torch_resnet50.py", ("resnet50",), ("torch", "torchvision"), ("cpu", "gpu"),
+    "torch_eager": Peer("torch_resnet50.py", ("resnet50",), ("torch",), ("cpu", "gpu")),
+    "torch_compile": Peer("torch_resnet50.py", ("resnet50",), ("torch",), ("cpu", "gpu"),
                           extra_args=("--compile_mode=default",)),
     "torch_cifar": Peer("torch_cifar_resnet.py", _CIFAR_NETS, ("torch",), ("cpu", "gpu")),
     "torch_cifar_compile": Peer("torch_cifar_resnet.py", _CIFAR_NETS, ("torch",), ("cpu", "gpu"),

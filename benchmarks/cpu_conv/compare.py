@@ -1,0 +1,126 @@
+r"""One 3x3 convolution of the CIFAR nets, forward and both gradients, three ways on the CPU, in one process:
+
+  lax      jax.lax.conv_general_dilated, NHWC/HWIO (what the models run), under the trainer's CPU XLA flags;
+  patches  the nine shifted views concatenated on the channel axis, then one matmul with the (9*C_in, C_out) kernel
+           (its gradients, from JAX's autodiff, are a matmul plus nine padded adds, and one matmul);
+  shifted  nine matmuls of a shifted view with one tap of the kernel, summed (gradients: nine matmuls each);
+  torch    torch.nn.functional.conv2d, channels-last, the thread count the CIFAR peer would pick (if torch is present).
+
+  python benchmarks/cpu_conv/compare.py [--batch=128] [--sizes=32,16] [--repeats=20] [--out=FILE.json]
+
+Each timing is the median of --repeats calls of value-and-gradient (the loss is sum(y * g) for a fixed g), after
+two warm-up calls. The shapes are the stages of a CIFAR 6n+2 net: (H, C) = (s, 16), (s/2, 32), (s/4, 64).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+from resnet_jax import xla_flags  # noqa: E402
+
+xla_flags.apply(True)  # The trainer's CPU flags, before JAX starts.
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def conv_lax(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv_patches(x, w):
+  n, h, wd, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  cols = jnp.concatenate([xp[:, i:i + h, j:j + wd, :] for i in range(3) for j in range(3)], axis=-1)
+  return jnp.dot(cols.reshape(-1, 9 * c), w.reshape(9 * c, -1)).reshape(n, h, wd, -1)
+
+
+def conv_shifted(x, w):
+  h, wd = x.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return sum(jnp.einsum("nhwc,co->nhwo", xp[:, i:i + h, j:j + wd, :], w[i, j]) for i in range(3) for j in range(3))
+
+
+def _time(fn, repeats):
+  fn(), fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def jax_case(conv, x, w, g, repeats):
+  grad = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(conv(x, w) * g), argnums=(0, 1)))
+  return _time(lambda: jax.block_until_ready(grad(x, w)), repeats)
+
+
+def torch_case(x, w, g, repeats):
+  import torch
+  xt = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+  wt = torch.tensor(np.asarray(w)).permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+  gt = torch.tensor(np.asarray(g)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+  xt.requires_grad_(True), wt.requires_grad_(True)
+
+  def step():
+    xt.grad = wt.grad = None
+    y = torch.nn.functional.conv2d(xt, wt, padding=1)
+    (y * gt).sum().backward()
+
+  best = None
+  for threads in (1, 2):
+    torch.set_num_threads(threads)
+    seconds = _time(step, repeats)
+    best = seconds if best is None else min(best, seconds)
+  return best
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--sizes", default="32,16")
+  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--out", default="")
+  args = parser.parse_args()
+  try:
+    import torch  # noqa: F401
+    have_torch = True
+  except ImportError:
+    have_torch = False
+  rng = np.random.default_rng(0)
+  rows = []
+  print("| size | H x W x C | lax ms | patches ms | shifted ms | torch ms | patches / lax | shifted / lax "
+        "| torch / lax |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for size in (int(s) for s in args.sizes.split(",")):
+    for h, c in ((size, 16), (size // 2, 32), (size // 4, 64)):
+      x = jnp.asarray(rng.standard_normal((args.batch, h, h, c), np.float32))
+      w = jnp.asarray(rng.standard_normal((3, 3, c, c), np.float32) * 0.1)
+      g = jnp.asarray(rng.standard_normal((args.batch, h, h, c), np.float32))
+      ref = jax.jit(conv_lax)(x, w)
+      for conv in (conv_patches, conv_shifted):
+        np.testing.assert_allclose(jax.jit(conv)(x, w), ref, rtol=1e-4, atol=1e-3)
+      row = {"size": size, "h": h, "c": c, "lax": jax_case(conv_lax, x, w, g, args.repeats),
+             "patches": jax_case(conv_patches, x, w, g, args.repeats),
+             "shifted": jax_case(conv_shifted, x, w, g, args.repeats),
+             "torch": torch_case(x, w, g, args.repeats) if have_torch else None}
+      rows.append(row)
+      torch_ms = f"{row['torch'] * 1e3:.2f}" if row["torch"] else "-"
+      torch_ratio = f"{row['torch'] / row['lax']:.2f}" if row["torch"] else "-"
+      print(f"| {size} | {h}x{h}x{c} | {row['lax'] * 1e3:.2f} | {row['patches'] * 1e3:.2f} "
+            f"| {row['shifted'] * 1e3:.2f} | {torch_ms} | {row['patches'] / row['lax']:.2f} "
+            f"| {row['shifted'] / row['lax']:.2f} | {torch_ratio} |", flush=True)
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({"batch": args.batch, "repeats": args.repeats, "jax": jax.__version__,
+                 "xla_flags": os.environ.get("XLA_FLAGS", ""), "load": os.getloadavg(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
