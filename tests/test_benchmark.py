@@ -252,3 +252,27 @@ def test_the_profile_tells_every_convolution_apart():
   assert by_kind == {"convolution forward": 19, "convolution grad input": 18, "convolution grad weights": 19}
   assert convs[("convolution forward", 16)] == 7 and convs[("convolution grad weights", 64)] == 6
   assert {kind for kind, _ in kinds.values()} >= {"elementwise", "reductions (BatchNorm, pooling, loss)"}
+
+
+def test_the_profile_reads_multi_output_fusions():
+  """With the CPU default flags XLA forms multi-output fusions, whose shape is a tuple: they are classified by what
+  they contain like any other instruction (missing them moved their time to 'between ops')."""
+  from resnet_jax.bench import profile
+
+  hlo = """%fused_computation.1 (p0: f32[2,4], p1: f32[2,4]) -> (f32[2,4], f32[2,4]) {
+  %p0 = f32[2,4]{1,0} parameter(0)
+  %p1 = f32[2,4]{1,0} parameter(1)
+  %multiply.1 = f32[2,4]{1,0} multiply(%p0, %p1)
+  %add.1 = f32[2,4]{1,0} add(%p0, %p1)
+  ROOT %tuple.1 = (f32[2,4]{1,0}, f32[2,4]{1,0}) tuple(%multiply.1, %add.1)
+}
+
+ENTRY %main (x: f32[2,4], y: f32[2,4]) -> (f32[2,4], f32[2,4]) {
+  %x = f32[2,4]{1,0} parameter(0)
+  %y = f32[2,4]{1,0} parameter(1)
+  ROOT %broadcast_multiply_fusion.3 = (f32[2,4]{1,0}, f32[2,4]{1,0}) fusion(%x, %y), kind=kLoop, calls=%fused_computation.1
+}
+"""
+  kinds = profile.classify(hlo)
+  assert kinds["broadcast_multiply_fusion.3"] == ("elementwise", 0)
+  assert kinds["x"] == ("bookkeeping", 0)

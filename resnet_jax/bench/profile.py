@@ -31,7 +31,8 @@ from typing import Any
 from resnet_jax.bench import workload as workload_lib
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)(?:\{[^}]*\})? ([\w\-]+)\(")
+# name = shape op(...); a multi-output fusion's shape is a tuple, "(f32[...]{...}, f32[...]{...})".
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\([^)]*\)|\S+?)(?:\{[^}]*\})? ([\w\-]+)\(")
 _SHAPE = re.compile(r"[a-z0-9]+\[([0-9,]*)\]")
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
