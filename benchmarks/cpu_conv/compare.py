@@ -4,6 +4,8 @@ r"""One 3x3 convolution of the CIFAR nets, forward and both gradients, three way
   patches  the nine shifted views concatenated on the channel axis, then one matmul with the (9*C_in, C_out) kernel
            (its gradients, from JAX's autodiff, are a matmul plus nine padded adds, and one matmul);
   shifted  nine matmuls of a shifted view with one tap of the kernel, summed (gradients: nine matmuls each);
+  hybrid   lax's forward and input gradient, the weight gradient as nine matmuls contracting batch and space
+           (no transposed copies of the activations);
   torch    torch.nn.functional.conv2d, channels-last, the thread count the CIFAR peer would pick (if torch is present).
 
   python benchmarks/cpu_conv/compare.py [--batch=128] [--sizes=32,16] [--repeats=20] [--out=FILE.json]
@@ -44,6 +46,27 @@ def conv_shifted(x, w):
   h, wd = x.shape[1:3]
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   return sum(jnp.einsum("nhwc,co->nhwo", xp[:, i:i + h, j:j + wd, :], w[i, j]) for i in range(3) for j in range(3))
+
+
+@jax.custom_vjp
+def conv_hybrid(x, w):
+  return conv_lax(x, w)
+
+
+def _hybrid_fwd(x, w):
+  return conv_lax(x, w), (x, w)
+
+
+def _hybrid_bwd(residuals, dy):
+  x, w = residuals
+  _, input_vjp = jax.vjp(lambda x: conv_lax(x, w), x)  # XLA's gradient with respect to the input.
+  h, wd = x.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  dw = jnp.stack([jnp.einsum("nhwc,nhwo->co", xp[:, i:i + h, j:j + wd, :], dy) for i in range(3) for j in range(3)])
+  return input_vjp(dy)[0], dw.reshape(w.shape)
+
+
+conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
 
 
 def _time(fn, repeats):
@@ -95,27 +118,33 @@ def main():
     have_torch = False
   rng = np.random.default_rng(0)
   rows = []
-  print("| size | H x W x C | lax ms | patches ms | shifted ms | torch ms | patches / lax | shifted / lax "
-        "| torch / lax |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  print("| size | H x W x C | lax ms | patches ms | shifted ms | hybrid ms | torch ms | patches / lax "
+        "| shifted / lax | hybrid / lax | torch / lax |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   for size in (int(s) for s in args.sizes.split(",")):
     for h, c in ((size, 16), (size // 2, 32), (size // 4, 64)):
       x = jnp.asarray(rng.standard_normal((args.batch, h, h, c), np.float32))
       w = jnp.asarray(rng.standard_normal((3, 3, c, c), np.float32) * 0.1)
       g = jnp.asarray(rng.standard_normal((args.batch, h, h, c), np.float32))
       ref = jax.jit(conv_lax)(x, w)
-      for conv in (conv_patches, conv_shifted):
+      ref_grad = jax.jit(jax.grad(lambda x, w: jnp.sum(conv_lax(x, w) * g), argnums=(0, 1)))(x, w)
+      for conv in (conv_patches, conv_shifted, conv_hybrid):
         np.testing.assert_allclose(jax.jit(conv)(x, w), ref, rtol=1e-4, atol=1e-3)
+        grads = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) * g), argnums=(0, 1)))(x, w)
+        for got, want in zip(grads, ref_grad):
+          np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-2 * float(jnp.abs(want).max()))
       row = {"size": size, "h": h, "c": c, "lax": jax_case(conv_lax, x, w, g, args.repeats),
              "patches": jax_case(conv_patches, x, w, g, args.repeats),
              "shifted": jax_case(conv_shifted, x, w, g, args.repeats),
+             "hybrid": jax_case(conv_hybrid, x, w, g, args.repeats),
              "torch": torch_case(x, w, g, args.repeats) if have_torch else None}
       rows.append(row)
       torch_ms = f"{row['torch'] * 1e3:.2f}" if row["torch"] else "-"
       torch_ratio = f"{row['torch'] / row['lax']:.2f}" if row["torch"] else "-"
       print(f"| {size} | {h}x{h}x{c} | {row['lax'] * 1e3:.2f} | {row['patches'] * 1e3:.2f} "
-            f"| {row['shifted'] * 1e3:.2f} | {torch_ms} | {row['patches'] / row['lax']:.2f} "
-            f"| {row['shifted'] / row['lax']:.2f} | {torch_ratio} |", flush=True)
+            f"| {row['shifted'] * 1e3:.2f} | {row['hybrid'] * 1e3:.2f} | {torch_ms} "
+            f"| {row['patches'] / row['lax']:.2f} | {row['shifted'] / row['lax']:.2f} "
+            f"| {row['hybrid'] / row['lax']:.2f} | {torch_ratio} |", flush=True)
   if args.out:
     with open(args.out, "w") as f:
       json.dump({"batch": args.batch, "repeats": args.repeats, "jax": jax.__version__,
