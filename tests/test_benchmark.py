@@ -254,6 +254,26 @@ def test_the_profile_tells_every_convolution_apart():
   assert {kind for kind, _ in kinds.values()} >= {"elementwise", "reductions (BatchNorm, pooling, loss)"}
 
 
+def test_convolutions_timed_alone_are_the_steps_own():
+  """The step's jaxpr yields the same 19 / 18 / 19 convolutions by kind and width as the compiled step, each timed
+  (a positive time per row), and the markdown reports them beside the trace's table."""
+  from resnet_jax.bench import profile
+
+  spec = workload.resolve_workload("cifar_resnet20", platform_name="cpu", device_count=1, batch=4, dtype="float32",
+                                   image_size=8)
+  rows = profile.conv_timings(spec, repeats=1)
+  counts = {(r["kind"], r["channels"]): r["count"] for r in rows}
+  assert counts == {("convolution forward", 16): 7, ("convolution forward", 32): 6, ("convolution forward", 64): 6,
+                    ("convolution grad input", 16): 7, ("convolution grad input", 32): 6,
+                    ("convolution grad input", 64): 5, ("convolution grad weights", 16): 7,
+                    ("convolution grad weights", 32): 6, ("convolution grad weights", 64): 6}
+  assert all(r["ms"] > 0 for r in rows)
+  result = {"step_ms": 100.0, "busy_ms": 50.0, "conv_alone": rows,
+            "rows": [{"kind": "between ops (no op running)", "channels": 0, "ms": 50.0, "share": 0.5}]}
+  text = profile.markdown(result)
+  assert "Convolutions timed alone" in text and "| convolution grad weights | 64 | 6 |" in text
+
+
 def test_the_profile_reads_multi_output_fusions():
   """With the CPU default flags XLA forms multi-output fusions, whose shape is a tuple: they are classified by what
   they contain like any other instruction (missing them moved their time to 'between ops')."""

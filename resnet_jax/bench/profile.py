@@ -12,6 +12,11 @@ trace under the name of its HLO instruction; the compiled module's text says wha
   optimizer), dots (the classifier), collectives;
 - the time between ops: the step's wall time not covered by any op.
 
+XLA:CPU's trace records when a convolution is launched, not how long it runs (its work runs in Eigen's thread pool,
+which emits no trace events), so the convolutions' time lands in "between ops". `conv_timings` measures it apart:
+every distinct convolution of the step's jaxpr (forward, gradient with respect to the input, with respect to the
+weights) is compiled and timed alone on random inputs of its shapes, times the number of its occurrences.
+
 `experiments/profile.py` is its command line; `torch_profile` reads the same breakdown from the PyTorch peer
 (torch.profiler) where PyTorch is installed.
 """
@@ -204,6 +209,80 @@ def profile(workload: workload_lib.Workload, *, steps: int = 5, warmup: int = 2)
           "busy_ms": busy, "rows": rows, "xla_flags": os.environ.get("XLA_FLAGS", ""), "steps": steps}
 
 
+def _subjaxprs(value):
+  """The jaxprs held by an equation's parameter (a jaxpr, a closed jaxpr, or a sequence of them)."""
+  if hasattr(value, "eqns"):
+    yield value
+  elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+    yield value.jaxpr
+  elif isinstance(value, (tuple, list)):
+    for item in value:
+      yield from _subjaxprs(item)
+
+
+def _conv_equations(jaxpr):
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      yield eqn
+    for value in eqn.params.values():
+      for sub in _subjaxprs(value):
+        yield from _conv_equations(sub)
+
+
+def _equation_kinds(eqns) -> list[str]:
+  """Forward, gradient with respect to the input, or to the weights, for each convolution equation of a step.
+
+  Autodiff's transposes (both gradients) carry transpose(...) in their name stack; of those, a weight gradient's
+  result has the shape of a forward convolution's kernel (its right operand), an input gradient's that of an
+  activation.
+  """
+  backward = ["transpose(" in str(eqn.source_info.name_stack) for eqn in eqns]
+  kernels = {eqn.invars[1].aval.shape for eqn, b in zip(eqns, backward) if not b}
+  return ["convolution forward" if not b else
+          "convolution grad weights" if eqn.outvars[0].aval.shape in kernels else "convolution grad input"
+          for eqn, b in zip(eqns, backward)]
+
+
+def conv_timings(workload: workload_lib.Workload, *, repeats: int = 10) -> list[dict[str, Any]]:
+  """[{kind, channels, count, ms}]: the step's convolutions, each distinct one compiled and timed alone.
+
+  `ms` is per step: the median of `repeats` calls of each distinct convolution (after two untimed ones), times its
+  number of occurrences in the step, summed per kind and output channels. The copies and transposes that XLA puts
+  around a convolution inside the whole step are not included; the convolution kernels' own work is.
+  """
+  import jax
+  import numpy as np
+
+  step, state, batch = workload_lib.build_step(workload, abstract=True)
+  closed = jax.make_jaxpr(step)(state, batch)
+  groups: dict[tuple, list] = {}
+  eqns = list(_conv_equations(closed.jaxpr))
+  for eqn, kind in zip(eqns, _equation_kinds(eqns)):
+    avals = tuple((v.aval.shape, str(v.aval.dtype)) for v in eqn.invars)
+    key = (kind, eqn.outvars[0].aval.shape[-1], avals, repr(sorted(eqn.params.items())))
+    groups.setdefault(key, [eqn, 0])[1] += 1
+  rng = np.random.default_rng(0)
+  totals: dict[tuple[str, int], list[float]] = {}
+  for (kind, channels, avals, _), (eqn, count) in groups.items():
+    params = dict(eqn.params)
+    conv = jax.jit(lambda a, b, params=params: jax.lax.conv_general_dilated_p.bind(a, b, **params))
+    args = [jax.device_put(rng.standard_normal(shape).astype(dtype)) for shape, dtype in avals]
+    for _ in range(2):
+      jax.block_until_ready(conv(*args))
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(conv(*args))
+      times.append(time.perf_counter() - start)
+    entry = totals.setdefault((kind, int(channels)), [0, 0.0])
+    entry[0] += count
+    entry[1] += count * float(np.median(times)) * 1e3
+  rows = [{"kind": kind, "channels": channels, "count": count, "ms": ms}
+          for (kind, channels), (count, ms) in totals.items()]
+  rows.sort(key=lambda r: (_ORDER.get(r["kind"], 99), r["channels"]))
+  return rows
+
+
 _ORDER = {k: i for i, k in enumerate((
     "convolution forward", "convolution grad input", "convolution grad weights",
     "reductions (BatchNorm, pooling, loss)", "elementwise", "copies and transposes", "dot (classifier)",
@@ -239,4 +318,16 @@ def markdown(result: dict[str, Any], peer: dict[str, Any] | None = None) -> str:
       lines.append(f"| {row['kind']} | {row['ms']:.2f} | {100 * row['share']:.1f} % |")
   elif peer:
     lines += ["", f"PyTorch peer: {peer.get('status')}: {peer.get('reason', '')[:200]}"]
+  convs = result.get("conv_alone")
+  if convs:
+    total = sum(r["ms"] for r in convs)
+    between = next((r["ms"] for r in result["rows"] if r["kind"].startswith("between ops")), 0.0)
+    lines += ["", "Convolutions timed alone (the trace cannot time them; see resnet_jax/bench/profile.py): each "
+              "distinct convolution of the step compiled and run by itself, times its count.", "",
+              "| kind of work | channels | count | ms/step | share of our step |", "|---|---|---|---|---|"]
+    for row in convs:
+      lines.append(f"| {row['kind']} | {row['channels']} | {row['count']} | {row['ms']:.2f} "
+                   f"| {100 * row['ms'] / result['step_ms']:.1f} % |")
+    lines += ["", f"Convolutions alone: {total:.1f} ms, {100 * total / result['step_ms']:.1f} % of the step; "
+              f"between ops less them: {between - total:.1f} ms."]
   return "\n".join(lines) + "\n"
