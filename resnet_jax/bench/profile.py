@@ -82,8 +82,11 @@ def _conv_channels(shape: tuple[int, ...]) -> int:
   return shape[-1] if shape else 0
 
 
-def classify(hlo: str) -> dict[str, tuple[str, int]]:
-  """{instruction name: (kind of work, channels or 0)} for every instruction of the entry computation."""
+def classify(hlo: str, contents_out: dict[str, tuple[str, list[str]]] | None = None) -> dict[str, tuple[str, int]]:
+  """{instruction name: (kind of work, channels or 0)} for every instruction of the entry computation.
+
+  With `contents_out`, it also receives {name: (result shape, sorted ops inside)} of every non-convolution.
+  """
   computations = _computations(hlo)
   kinds: dict[str, tuple[str, int]] = {}
 
@@ -125,6 +128,8 @@ def classify(hlo: str) -> dict[str, tuple[str, int]]:
       continue
     ops = {op} | (set().union(*(contents(c) for c in called)) if called else set())
     ops -= {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
+    if contents_out is not None:
+      contents_out[name] = (shape_text, sorted(ops))
     if not ops:
       kinds[name] = ("bookkeeping", 0)
     elif ops & {"all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all"}:
@@ -175,13 +180,15 @@ def _covered(intervals: list[tuple[int, int]]) -> int:
   return total
 
 
-def profile(workload: workload_lib.Workload, *, steps: int = 5, warmup: int = 2) -> dict[str, Any]:
+def profile(workload: workload_lib.Workload, *, steps: int = 5, warmup: int = 2, top_ops: int = 10
+            ) -> dict[str, Any]:
   """The breakdown of one train step of `workload`: {'rows': [{kind, channels, ms, share}], 'step_ms', ...}."""
   import jax
 
   step, state, batch = workload_lib.build_step(workload)
   compiled = step.lower(state, batch).compile()
-  kinds = classify(compiled.as_text())
+  contents: dict[str, tuple[str, list[str]]] = {}
+  kinds = classify(compiled.as_text(), contents)
   for _ in range(warmup + 1):
     state, _ = compiled(state, batch)
   jax.block_until_ready(state)
@@ -195,8 +202,14 @@ def profile(workload: workload_lib.Workload, *, steps: int = 5, warmup: int = 2)
     jax.profiler.stop_trace()
     events = _op_events(trace_dir, set(kinds))
   totals: dict[tuple[str, int], int] = collections.defaultdict(int)
+  per_op: dict[str, int] = collections.defaultdict(int)
   for name, _, duration in events:
     totals[kinds[name]] += duration
+    per_op[name] += duration
+  # The costliest traced instructions other than convolutions (whose traced time is only their launch).
+  top = sorted((n for n in per_op if n in contents), key=per_op.get, reverse=True)[:top_ops]
+  top = [{"name": n, "kind": kinds[n][0], "ms": per_op[n] / steps / 1e9, "shape": contents[n][0],
+          "ops": contents[n][1]} for n in top]
   busy = _covered([(start, start + duration) for _, start, duration in events]) / steps / 1e9  # ms per step
   op_ms = {key: ps / steps / 1e9 for key, ps in totals.items()}
   rows = [{"kind": kind, "channels": channels, "ms": ms} for (kind, channels), ms in op_ms.items()]
@@ -206,7 +219,7 @@ def profile(workload: workload_lib.Workload, *, steps: int = 5, warmup: int = 2)
     row["share"] = row["ms"] / total if total else 0.0
   rows.sort(key=lambda r: (_ORDER.get(r["kind"], 99), r["channels"]))
   return {"workload": workload.flags(), "step_ms": wall * 1e3, "op_ms_all_threads": sum(op_ms.values()),
-          "busy_ms": busy, "rows": rows, "xla_flags": os.environ.get("XLA_FLAGS", ""), "steps": steps}
+          "busy_ms": busy, "rows": rows, "top_ops": top, "xla_flags": os.environ.get("XLA_FLAGS", ""), "steps": steps}
 
 
 def _subjaxprs(value):
@@ -318,6 +331,12 @@ def markdown(result: dict[str, Any], peer: dict[str, Any] | None = None) -> str:
       lines.append(f"| {row['kind']} | {row['ms']:.2f} | {100 * row['share']:.1f} % |")
   elif peer:
     lines += ["", f"PyTorch peer: {peer.get('status')}: {peer.get('reason', '')[:200]}"]
+  if result.get("top_ops"):
+    lines += ["", "Costliest traced instructions other than convolutions (ms per step; what each contains):", "",
+              "| instruction | kind | ms/step | result | ops inside |", "|---|---|---|---|---|"]
+    for op in result["top_ops"]:
+      shape = op["shape"] if len(op["shape"]) <= 60 else op["shape"][:57] + "..."
+      lines.append(f"| {op['name']} | {op['kind']} | {op['ms']:.2f} | `{shape}` | {', '.join(op['ops'])} |")
   convs = result.get("conv_alone")
   if convs:
     total = sum(r["ms"] for r in convs)
