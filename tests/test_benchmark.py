@@ -254,6 +254,30 @@ def test_the_profile_tells_every_convolution_apart():
   assert {kind for kind, _ in kinds.values()} >= {"elementwise", "reductions (BatchNorm, pooling, loss)"}
 
 
+def test_the_profile_sees_transposes_inside_nested_fusions():
+  """XLA:CPU nests fusions (a transpose fusion calling a copy fusion): the nesting is not work, so a pure layout
+  change still counts as a copy or transpose, not as elementwise arithmetic."""
+  from resnet_jax.bench import profile
+
+  hlo = """%inner (p0: f32[2,4]) -> f32[4,2] {
+  %p0 = f32[2,4]{1,0} parameter(0)
+  ROOT %transpose.1 = f32[4,2]{1,0} transpose(%p0), dimensions={1,0}
+}
+
+%outer (q0: f32[2,4]) -> f32[4,2] {
+  %q0 = f32[2,4]{1,0} parameter(0)
+  %fusion.9 = f32[4,2]{1,0} fusion(%q0), kind=kLoop, calls=%inner
+  ROOT %copy.1 = f32[4,2]{0,1} copy(%fusion.9)
+}
+
+ENTRY %main (x: f32[2,4]) -> f32[4,2] {
+  %x = f32[2,4]{1,0} parameter(0)
+  ROOT %transpose_copy_fusion.2 = f32[4,2]{0,1} fusion(%x), kind=kLoop, calls=%outer
+}
+"""
+  assert profile.classify(hlo)["transpose_copy_fusion.2"] == ("copies and transposes", 0)
+
+
 def test_convolutions_timed_alone_are_the_steps_own():
   """The step's jaxpr yields the same 19 / 18 / 19 convolutions by kind and width as the compiled step, each timed
   (a positive time per row), and the markdown reports them beside the trace's table."""

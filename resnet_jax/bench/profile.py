@@ -127,7 +127,8 @@ def classify(hlo: str, contents_out: dict[str, tuple[str, list[str]]] | None = N
       kinds[name] = (kind, _conv_channels(shape))
       continue
     ops = {op} | (set().union(*(contents(c) for c in called)) if called else set())
-    ops -= {"parameter", "constant", "get-tuple-element", "tuple", "bitcast"}
+    # A fusion nested in a fusion is a call, not work: what it calls is already in `ops`.
+    ops -= {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "fusion"}
     if contents_out is not None:
       contents_out[name] = (shape_text, sorted(ops))
     if not ops:
