@@ -261,8 +261,9 @@ def conv_timings(workload: workload_lib.Workload, *, repeats: int = 10) -> list[
   """[{kind, channels, count, ms}]: the step's convolutions, each distinct one compiled and timed alone.
 
   `ms` is per step: the median of `repeats` calls of each distinct convolution (after two untimed ones), times its
-  number of occurrences in the step, summed per kind and output channels. The copies and transposes that XLA puts
-  around a convolution inside the whole step are not included; the convolution kernels' own work is.
+  number of occurrences in the step, summed per kind and output channels. Compiled alone, a convolution keeps the
+  layout copies XLA:CPU puts around it (a weight gradient's batch-minor copies of its two operands), which the
+  step's trace also counts as copies; the fusions feeding it in the step are not included.
   """
   import jax
   import numpy as np
