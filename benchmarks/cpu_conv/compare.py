@@ -76,7 +76,8 @@ def _hybrid_bwd(residuals, dy):
 conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
 
 
-def _time(fn, repeats):
+def time_calls(fn, repeats):
+  """Median seconds of `repeats` calls of `fn` (which must block until its result is ready), after two untimed."""
   fn(), fn()
   times = []
   for _ in range(repeats):
@@ -88,7 +89,7 @@ def _time(fn, repeats):
 
 def jax_case(conv, x, w, g, repeats):
   grad = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(conv(x, w) * g), argnums=(0, 1)))
-  return _time(lambda: jax.block_until_ready(grad(x, w)), repeats)
+  return time_calls(lambda: jax.block_until_ready(grad(x, w)), repeats)
 
 
 def jax_split(x, w, g, repeats):
@@ -96,9 +97,9 @@ def jax_split(x, w, g, repeats):
   forward = jax.jit(conv_lax)
   d_input = jax.jit(lambda w, g: jax.linear_transpose(lambda x: conv_lax(x, w), x)(g)[0])
   d_weight = jax.jit(lambda x, g: jax.linear_transpose(lambda w: conv_lax(x, w), w)(g)[0])
-  return {"fwd": _time(lambda: jax.block_until_ready(forward(x, w)), repeats),
-          "dx": _time(lambda: jax.block_until_ready(d_input(w, g)), repeats),
-          "dw": _time(lambda: jax.block_until_ready(d_weight(x, g)), repeats)}
+  return {"fwd": time_calls(lambda: jax.block_until_ready(forward(x, w)), repeats),
+          "dx": time_calls(lambda: jax.block_until_ready(d_input(w, g)), repeats),
+          "dw": time_calls(lambda: jax.block_until_ready(d_weight(x, g)), repeats)}
 
 
 def _torch_tensors(x, w, g):
@@ -121,8 +122,9 @@ def torch_split(x, w, g, repeats):
   with torch.no_grad():
     for threads in (1, 2):
       torch.set_num_threads(threads)
-      times = {"fwd": _time(lambda: torch.nn.functional.conv2d(xt, wt, padding=1), repeats),
-               "dx": _time(run((True, False, False)), repeats), "dw": _time(run((False, True, False)), repeats)}
+      times = {"fwd": time_calls(lambda: torch.nn.functional.conv2d(xt, wt, padding=1), repeats),
+               "dx": time_calls(run((True, False, False)), repeats),
+               "dw": time_calls(run((False, True, False)), repeats)}
       if not best or sum(times.values()) < sum(best.values()):
         best = times
   return best
@@ -141,9 +143,16 @@ def torch_case(x, w, g, repeats):
   best = None
   for threads in (1, 2):
     torch.set_num_threads(threads)
-    seconds = _time(step, repeats)
+    seconds = time_calls(step, repeats)
     best = seconds if best is None else min(best, seconds)
   return best
+
+
+def write_result(path, batch, repeats, rows):
+  """The rows with what they were measured under (batch, repeats, JAX version, XLA flags, load) as JSON."""
+  with open(path, "w") as f:
+    json.dump({"batch": batch, "repeats": repeats, "jax": jax.__version__,
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), "load": os.getloadavg(), "rows": rows}, f, indent=1)
 
 
 def main():
@@ -204,9 +213,7 @@ def main():
         peer, ratios = "-", "- | - | -"
       print(f"| {row['size']} | {row['h']}x{row['h']}x{row['c']} | {cells} | {peer} | {ratios} |")
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump({"batch": args.batch, "repeats": args.repeats, "jax": jax.__version__,
-                 "xla_flags": os.environ.get("XLA_FLAGS", ""), "load": os.getloadavg(), "rows": rows}, f, indent=1)
+    write_result(args.out, args.batch, args.repeats, rows)
 
 
 if __name__ == "__main__":

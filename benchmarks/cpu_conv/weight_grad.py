@@ -11,30 +11,20 @@ r"""The weight gradient of a CIFAR 3x3 convolution alone, three ways on the CPU,
 Each is checked against lax's result; times are medians of --repeats calls after two warm-up calls, in ms.
 """
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
-from resnet_jax import xla_flags  # noqa: E402
-
-xla_flags.apply(True)  # The trainer's CPU flags, before JAX starts.
-
+import compare  # noqa: E402  (applies the trainer's CPU flags before JAX starts)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 
-def conv(x, w):
-  return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
 def dw_lax(x, g, w):
-  return jax.linear_transpose(lambda w: conv(x, w), w)(g)[0]
+  return jax.linear_transpose(lambda w: compare.conv_lax(x, w), w)(g)[0]
 
 
 def dw_flat(x, g, w):
@@ -64,14 +54,7 @@ def dw_flat_one(x, g, w):
 
 def _ms(fn, *args, repeats):
   f = jax.jit(fn)
-  jax.block_until_ready(f(*args))
-  jax.block_until_ready(f(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times) * 1e3
+  return compare.time_calls(lambda: jax.block_until_ready(f(*args)), repeats) * 1e3
 
 
 def main():
@@ -95,9 +78,7 @@ def main():
     rows.append(row)
     print(f"| {h}x{h}x{c} | {row['lax']:.2f} | {row['flat9']:.2f} | {row['flat1']:.2f} |", flush=True)
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump({"batch": args.batch, "repeats": args.repeats, "jax": jax.__version__,
-                 "xla_flags": os.environ.get("XLA_FLAGS", ""), "load": os.getloadavg(), "rows": rows}, f, indent=1)
+    compare.write_result(args.out, args.batch, args.repeats, rows)
 
 
 if __name__ == "__main__":
