@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -109,8 +110,11 @@ def aggregate(rows: Sequence[dict], by: Sequence[str], columns: Sequence[str]) -
     for column in columns:
       values = [float(m[column]) for m in members if isinstance(m.get(column), (int, float)) and
                 not isinstance(m.get(column), bool)]
-      mean = sum(values) / len(values) if values else None
-      std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+      # Correctly rounded sums and square root: the same figures on every Python and platform (built-in sum()
+      # compensates from Python 3.12 on, and ** 0.5 is libm's pow).
+      mean = math.fsum(values) / len(values) if values else None
+      std = (math.sqrt(math.fsum((v - mean) * (v - mean) for v in values) / (len(values) - 1))
+             if len(values) > 1 else None)
       summary.update({f"{column}_mean": mean, f"{column}_std": std, f"{column}_min": min(values, default=None),
                       f"{column}_max": max(values, default=None)})
     out.append(summary)

@@ -1,12 +1,21 @@
 """The built-in `shapes` dataset (resnet_jax/data/shapes.py)."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax.data import shapes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(data_dir, split):
@@ -154,17 +163,80 @@ def test_depth16_is_deterministic_and_cues_only_its_fraction():
   assert 0.15 < changed < 0.35, changed
 
 
-# Digests of the first 64 test images of each earlier builder config, as drawn before depth16 existed: adding a
-# configuration must not change the images of the others (results recorded on them must reproduce).
-EARLIER_DIGESTS = {"default": "3a71e9b22b99fbd0", "small": "3a71e9b22b99fbd0", "hard": "f9a04d5d85978360",
-                   "large": "45bcdc9b1f719a6d", "px16": "d4e91434e5c9276f"}
+# Digests of the first 64 test images of each builder config, as version 2.0.0 draws them (the same on every CPU:
+# `test_draws_the_same_bytes_at_every_simd_level`): adding or changing a configuration must not change the images of
+# the others (results recorded on them must reproduce).
+DIGESTS = {"default": "ded275a48c442f38", "small": "ded275a48c442f38", "hard": "f5e587c75ee8184c",
+           "large": "a308c549222436e6", "px16": "22e83e0fa05d765c", "depth16": "4fce487652c7da46"}
 
 
-def test_earlier_configs_draw_the_images_they_always_drew():
-  import hashlib
+def _digest(images, labels):
+  return hashlib.sha256(images.tobytes() + labels.astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def test_every_config_draws_the_images_it_always_drew():
   for config in shapes.BUILDER_CONFIGS:
-    if config.name in EARLIER_DIGESTS:
-      images, labels = shapes.generate(config, "test", 0, 64)
-      digest = hashlib.sha256(images.tobytes() + labels.astype(np.int64).tobytes()).hexdigest()[:16]
-      assert digest == EARLIER_DIGESTS[config.name], config.name
-  assert set(EARLIER_DIGESTS) == {"default", "small", "hard", "large", "px16"}
+    assert _digest(*shapes.generate(config, "test", 0, 64)) == DIGESTS[config.name], config.name
+  assert set(DIGESTS) == {config.name for config in shapes.BUILDER_CONFIGS}
+
+
+# --- The same bytes on every CPU -------------------------------------------------------------------------------
+# NumPy chooses its kernels at run time by CPU feature; NPY_DISABLE_CPU_FEATURES makes it ignore features the CPU
+# has, so one machine can draw at each SIMD level it offers (AVX-512 -> AVX2 -> the baseline on x86; likewise the
+# ASIMD / SVE extensions on ARM).
+_DRAW_DIGESTS = """
+import json, hashlib, sys
+import numpy as np
+from numpy._core._multiarray_umath import __cpu_features__
+from resnet_jax.data import shapes
+digests = {f"{c.name}/{split}": hashlib.sha256(b"".join(a.tobytes() for a in shapes.generate(c, split, 1, 200)))
+           .hexdigest() for c in shapes.BUILDER_CONFIGS for split in ("train", "test")}
+print(json.dumps({"digests": digests, "features": {k: bool(v) for k, v in __cpu_features__.items()}}))
+"""
+
+
+def _simd_levels():
+  """NPY_DISABLE_CPU_FEATURES values stepping down from the best dispatch target this CPU has to the baseline."""
+  from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+  found = [target for target in __cpu_dispatch__ if __cpu_features__.get(target)]
+  return [found[i:] for i in reversed(range(len(found)))]
+
+
+def _draw_in_child(disabled):
+  env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=" ".join(disabled), PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, "-c", _DRAW_DIGESTS], env=env, cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_draws_the_same_bytes_at_every_simd_level():
+  """Every builder config, both splits: the bytes NumPy's best kernels give, and those of each lower SIMD level.
+  (The 1.0.0 generator failed this on AVX-512 machines: its sin, cos, hypot and arctan2 rounded differently.)"""
+  levels = _simd_levels()
+  if not levels:
+    pytest.skip("NumPy dispatches to no SIMD target above its baseline on this CPU: there is no lower level to "
+                "compare with.")
+  reference = _draw_in_child([])
+  for disabled in levels:
+    drawn = _draw_in_child(disabled)
+    assert not any(drawn["features"][target] for target in disabled), f"NumPy ignored {disabled}"
+    for name, digest in reference["digests"].items():
+      assert drawn["digests"][name] == digest, f"{name} differs with {' '.join(disabled)} disabled"
+
+
+def test_trigonometry_is_correctly_rounded_float32():
+  """The series that replace NumPy's sin, cos and arctan2 agree with float64 libm rounded to float32."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-10, 10, 200_000).astype(np.float32)
+  y = rng.uniform(-3, 3, 200_000).astype(np.float32)
+  sin, cos = shapes._sin_cos(x)
+  np.testing.assert_allclose(sin, np.sin(x.astype(np.float64)), atol=6e-8, rtol=0)
+  np.testing.assert_allclose(cos, np.cos(x.astype(np.float64)), atol=6e-8, rtol=0)
+  angle = shapes._atan2(y, x)
+  np.testing.assert_allclose(angle, np.arctan2(y.astype(np.float64), x.astype(np.float64)), atol=2.4e-7, rtol=0)
+  corners = np.float32([0.0, 1.0, -1.0, 0.0, 1.0, -1.0])
+  np.testing.assert_allclose(shapes._atan2(corners, np.float32([0.0, 0.0, 0.0, -1.0, -1.0, -1.0])),
+                             np.arctan2(corners, [0.0, 0.0, 0.0, -1.0, -1.0, -1.0]), atol=2.4e-7)
+  noise = shapes._noise(rng, (1_000_000,), 0.04)
+  assert noise.dtype == np.float32 and abs(noise.mean()) < 1e-4 and abs(noise.std() - 0.04) < 1e-4

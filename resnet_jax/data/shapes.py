@@ -1,14 +1,24 @@
 """`shapes`: a built-in, generated image-classification dataset (a TFDS builder).
 
 Ten classes of geometric shapes drawn with a random colour, size, position and rotation on a cluttered, noisy
-background. It needs no download, prepares in about a minute on two CPU cores, and is CIFAR-shaped (32x32 RGB) by
+background. It needs no download, prepares in under a minute on two CPU cores, and is CIFAR-shaped (32x32 RGB) by
 default, so CIFAR ResNets train on it directly. A linear model on pixels stays at chance (position, rotation and
 colour vary), while a CIFAR ResNet-20 passes 90 % test accuracy within about 60k training images.
 
-Every image is a pure function of the config's seed, the split and the example index: two preparations with the
-same config give identical examples. Drawing is vectorised with NumPy over chunks of images (each shape is a signed
-distance field evaluated on the pixel grid and blended with one pixel of anti-aliasing), and images are stored as
-PNG encoded here with `zlib`: drawing and encoding involve neither TensorFlow nor a Python loop over pixels.
+Every image is a pure function of the config's seed, the split and the example index, and the same bytes on every
+CPU: two preparations with the same config give identical examples, on any machine. Drawing is vectorised with
+NumPy over chunks of images (each shape is a signed distance field evaluated on the pixel grid and blended with one
+pixel of anti-aliasing), and images are stored as PNG encoded here with `zlib`: drawing and encoding involve neither
+TensorFlow nor a Python loop over pixels.
+
+Why the same bytes everywhere: every value that reaches a pixel comes from the integer stream of NumPy's PCG64
+through IEEE-754 basic operations (+ - * / and sqrt, each correctly rounded by every CPU), comparisons, min / max,
+rounding and integer arithmetic, one elementwise operation at a time. Nothing calls a transcendental function
+(NumPy chooses its sin, cos, hypot and arctan2 kernels by CPU feature at run time, and AVX-512's round differently
+in the last bit from AVX2's; libm's differ between systems), reduces floats in an order a kernel could change, or
+leaves a compiler room to fuse a multiply and an add. Sines, cosines and arctangents are short series below, and the
+pixel noise is a sum of uniform bytes (`_noise`). Version 2.0.0 of the builder draws this way; 1.0.0 used NumPy's
+sin, cos, hypot, arctan2 and normal draws, whose bytes depended on the CPU (a pixel in thousands of images).
 
 Importing this module registers the builder with TFDS under the name `shapes`:
 
@@ -55,7 +65,8 @@ class ShapesConfig(tfds.core.BuilderConfig):
     num_dots: clutter dots drawn behind the shape.
     num_occluders: clutter line segments drawn over the shape.
     gradient: largest amplitude of the background's linear colour ramp.
-    noise_std: standard deviation of the per-pixel Gaussian noise, in [0, 1] colour units.
+    noise_std: standard deviation of the per-pixel noise, in [0, 1] colour units (nearly Gaussian: a sum of four
+      uniform bytes, scaled; see `_noise`).
     class_colour_fraction: fraction of the shapes (each image drawn independently) painted in their class's own
       colour (`CLASS_COLOURS`) instead of a random one: a weak colour cue to the label, which gives a network a
       first learning signal before it has learnt any shape. 0 (the default) draws nothing extra, so configs
@@ -97,8 +108,12 @@ BUILDER_CONFIGS = (
 class Shapes(tfds.core.GeneratorBasedBuilder):
   """Generated geometric shapes, 10 classes (see `CLASS_NAMES`)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "2.0.0": "The same bytes on every CPU: exact arithmetic instead of NumPy's SIMD sin, cos, hypot, arctan2 and "
+               "normal draws (every image changes by about a level of noise).",
+  }
   BUILDER_CONFIGS = list(BUILDER_CONFIGS)
   DEFAULT_CONFIG_NAME = "default"
 
@@ -174,7 +189,8 @@ def generate(config: ShapesConfig, split: str, chunk: int, count: int) -> tuple[
     cued = rng.random(count) < config.class_colour_fraction
     colour[cued] = CLASS_COLOURS[labels[cued]]
   # Local coordinates in units of the radius, rotated by the shape's angle: [count, size, size].
-  cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+  sin, cos = _sin_cos(angle)
+  sin, cos = sin[:, None, None], cos[:, None, None]
   dy = (ys - cy[:, None, None]) / radius[:, None, None]
   dx = (xs - cx[:, None, None]) / radius[:, None, None]
   u = cos * dx + sin * dy
@@ -190,20 +206,94 @@ def generate(config: ShapesConfig, split: str, chunk: int, count: int) -> tuple[
 
   for _ in range(config.num_occluders):
     canvas = _blend(canvas, _line_alpha(rng, ys, xs, count, size), _uniform(rng, 0, 1, (count, 3)))
-  canvas = canvas + config.noise_std * rng.standard_normal(canvas.shape, dtype=np.float32)
+  canvas = canvas + _noise(rng, canvas.shape, config.noise_std)
   images = np.clip(np.round(canvas * 255.0), 0, 255).astype(np.uint8)
   return images, labels.astype(np.int64)
 
 
 def _uniform(rng, low, high, shape=None):
-  return rng.uniform(low, high, shape).astype(np.float32)
+  """`rng.uniform(low, high, shape)` as float32, written out so that no compiler can fuse its multiply and add.
+
+  NumPy's own computes `low + (high - low) * u` in C, where a compiler for a CPU with fused multiply-add (ARM, for
+  one) may fuse it; here each step is a separate NumPy operation. On x86 the two give the same numbers.
+  """
+  low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+  if shape is None:
+    shape = np.broadcast_shapes(low.shape, high.shape)
+  # random() is the top 53 bits of a 64-bit draw times 2**-53: exact.
+  return (low + (high - low) * rng.random(shape)).astype(np.float32)
+
+
+def _noise(rng, shape, std):
+  """Zero-mean noise of standard deviation `std`, float32 [shape]: a sum of four uniform bytes, centred and scaled.
+
+  The sum of four independent uniforms is bell-shaped (within 3.5 standard deviations, kurtosis 2.6 against a
+  Gaussian's 3) and, being integer arithmetic, the same on every CPU, where NumPy's normal draws call libm's `exp`
+  and `log1p` in their rare branches. Its steps are 1/148 of a standard deviation, far below an 8-bit level.
+  """
+  draws = rng.integers(0, 256, (4, *shape), dtype=np.uint8)
+  total = draws[0].astype(np.int16) + draws[1] + draws[2] + draws[3]  # 0..1020, mean 510.
+  scale = np.float32(std / np.sqrt(4 * (256**2 - 1) / 12))  # A byte's variance is (256**2 - 1) / 12.
+  return (total - np.int16(510)).astype(np.float32) * scale
+
+
+# --- Trigonometry in basic operations ----------------------------------------------------------------------------
+# Short series evaluated in float64 with separate multiplies and adds, then rounded to float32: accurate to about
+# 1e-16 before rounding (so within one float32 step of NumPy's), and a function of the input bits alone.
+_HALF_PI = np.pi / 2
+_TAN_PI_8 = np.sqrt(2.0) - 1.0
+
+
+def _sin_cos(angle):
+  """(sin, cos) of float32 angles (radians, any finite value) as float32 arrays of the same shape."""
+  a = np.asarray(angle, np.float64)
+  quadrant = np.round(a / _HALF_PI)
+  r = a - quadrant * _HALF_PI  # In [-pi/4, pi/4], up to the rounding of quadrant * pi/2.
+  z = r * r
+  # Taylor series to the r**15 and r**16 terms: the first term left out is below 6e-17 for |r| <= pi/4.
+  sin_r, cos_r = np.ones_like(z), np.ones_like(z)
+  for n in range(15, 1, -2):
+    sin_r = 1.0 - z / (n * (n - 1)) * sin_r
+  for n in range(16, 1, -2):
+    cos_r = 1.0 - z / (n * (n - 1)) * cos_r
+  sin_r = r * sin_r
+  q = quadrant.astype(np.int64) % 4
+  sin = np.select([q == 0, q == 1, q == 2], [sin_r, cos_r, -sin_r], -cos_r)
+  cos = np.select([q == 0, q == 1, q == 2], [cos_r, -sin_r, -cos_r], sin_r)
+  return sin.astype(np.float32), cos.astype(np.float32)
+
+
+def _atan2(y, x):
+  """The angle of (x, y) in [-pi, pi], float32, like `np.arctan2` (0 at the origin)."""
+  y, x = np.asarray(y, np.float64), np.asarray(x, np.float64)
+  ay, ax = np.abs(y), np.abs(x)
+  big, small = np.maximum(ax, ay), np.minimum(ax, ay)
+  t = small / np.where(big > 0, big, 1.0)  # In [0, 1].
+  # atan(t) = pi/4 + atan((t - 1) / (t + 1)), which brings t above tan(pi/8) back to |t| <= tan(pi/8).
+  reduced = t > _TAN_PI_8
+  t = np.where(reduced, (t - 1.0) / (t + 1.0), t)
+  # Taylor series of atan to the t**41 term: the first term left out is below 1e-17 for |t| <= tan(pi/8).
+  z = t * t
+  series = np.full_like(z, 1.0 / 43)
+  for n in range(41, 0, -2):
+    series = 1.0 / n - z * series
+  angle = np.where(reduced, np.pi / 4, 0.0) + t * series
+  angle = np.where(ay > ax, _HALF_PI - angle, angle)
+  angle = np.where(x < 0, np.pi - angle, angle)
+  angle = np.where(y < 0, -angle, angle)
+  return angle.astype(np.float32)
+
+
+def _hypot(a, b):
+  """sqrt(a**2 + b**2) in basic operations (`np.hypot`'s kernels round differently on different CPUs)."""
+  return np.sqrt(a * a + b * b)
 
 
 def _background(rng, base, ys, xs, gradient, size):
   """Base colour plus a linear ramp of random direction and amplitude per channel: [count, size, size, 3]."""
   count = base.shape[0]
-  direction = _uniform(rng, 0.0, 2 * np.pi, count)[:, None, None]
-  ramp = (np.cos(direction) * (xs - size / 2) + np.sin(direction) * (ys - size / 2)) / size
+  sin, cos = _sin_cos(_uniform(rng, 0.0, 2 * np.pi, count)[:, None, None])
+  ramp = (cos * (xs - size / 2) + sin * (ys - size / 2)) / size
   amplitude = _uniform(rng, -gradient, gradient, (count, 1, 1, 3))
   return base[:, None, None, :] + ramp[..., None] * amplitude
 
@@ -238,7 +328,7 @@ def _line_alpha(rng, ys, xs, count, size):
   by, bx = p[:, 1, 0, None, None], p[:, 1, 1, None, None]
   ey, ex = by - ay, bx - ax
   t = np.clip(((ys - ay) * ey + (xs - ax) * ex) / np.maximum(ey**2 + ex**2, 1e-6), 0.0, 1.0)
-  dist = np.hypot(ys - (ay + t * ey), xs - (ax + t * ex))
+  dist = _hypot(ys - (ay + t * ey), xs - (ax + t * ex))
   return np.clip(0.5 + width[:, None, None] / 2 - dist, 0.0, 1.0)
 
 
@@ -246,7 +336,7 @@ def _dot_alpha(rng, ys, xs, count, size):
   """Coverage of a random small disc (radius 0.7-2 px): [count, size, size]."""
   cy, cx = _uniform(rng, 0, size, (2, count, 1, 1))
   radius = _uniform(rng, 0.7, 2.0, (count, 1, 1))
-  return np.clip(0.5 + radius - np.hypot(ys - cy, xs - cx), 0.0, 1.0)
+  return np.clip(0.5 + radius - _hypot(ys - cy, xs - cx), 0.0, 1.0)
 
 
 # Signed distance fields (negative inside) in local coordinates (u, v) scaled so the shape's radius is 1. Some are
@@ -256,7 +346,7 @@ def _box(u, v, half_u, half_v, cu=0.0, cv=0.0):
 
 
 def _circle(u, v):
-  return np.hypot(u, v) - 1.0
+  return _hypot(u, v) - 1.0
 
 
 def _square(u, v):
@@ -264,13 +354,14 @@ def _square(u, v):
 
 
 def _triangle(u, v):
-  # Equilateral: three half-planes at distance 0.55 from the centre (circumradius 1.1).
-  normals = np.pi / 2 + 2 * np.pi * np.arange(3) / 3
-  return np.max([np.cos(a) * u + np.sin(a) * v for a in normals], axis=0) - 0.55
+  # Equilateral: three half-planes at distance 0.55 from the centre (circumradius 1.1), their normals at 90, 210
+  # and 330 degrees.
+  half_root3 = np.float32(np.sqrt(3.0) / 2)
+  return np.maximum(np.maximum(v, -half_root3 * u - 0.5 * v), half_root3 * u - 0.5 * v) - 0.55
 
 
 def _ring(u, v):
-  rho = np.hypot(u, v)
+  rho = _hypot(u, v)
   return np.maximum(rho - 1.0, 0.55 - rho)
 
 
@@ -280,18 +371,19 @@ def _cross(u, v):
 
 def _star(u, v):
   # Five points: the boundary radius falls linearly in angle from 1 at a tip to 0.45 between tips.
-  phase = (np.arctan2(v, u) * 5 / (2 * np.pi)) % 1.0
+  phase = _atan2(v, u) * np.float32(5 / (2 * np.pi))
+  phase = phase - np.floor(phase)
   boundary = 0.45 + 0.55 * np.abs(2 * phase - 1)
-  return np.hypot(u, v) - boundary
+  return _hypot(u, v) - boundary
 
 
 def _half_disc(u, v):
   v = v + 0.4  # Centre the half disc's mass near the origin.
-  return np.maximum(np.hypot(u, v) - 1.0, -v)
+  return np.maximum(_hypot(u, v) - 1.0, -v)
 
 
 def _crescent(u, v):
-  return np.maximum(np.hypot(u, v) - 1.0, 0.85 - np.hypot(u - 0.5, v))
+  return np.maximum(_hypot(u, v) - 1.0, 0.85 - _hypot(u - 0.5, v))
 
 
 def _ell(u, v):
