@@ -18,4 +18,11 @@ def get_config():
   config.eval_every_steps = None
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1_000_000
+  # The optimizer of every measurement, ours and the peers' (benchmarks/peers/torch_step.py): SGD with momentum
+  # 0.9 at a constant rate, no Nesterov, no weight decay.
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 0.0
+  config.schedule.name = "constant"
+  config.schedule.warmup_epochs = None
+  config.schedule.warmup_steps = 0
   return config

@@ -25,7 +25,8 @@ Our step is measured in a child process too (--role=measure), and the warm-cache
 (--role=compile): each measurement has the devices to itself, and no process keeps accelerator memory reserved
 while another one runs.
 
-Runs without TensorFlow, ml_collections or clu (the GPU images have only JAX, Flax, Optax, Orbax and PyTorch).
+Runs without TensorFlow or TFDS (the GPU images have only JAX, Flax, Optax, Orbax and PyTorch; bring ml_collections,
+which the workload's config needs).
 """
 import sys
 
@@ -54,7 +55,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("rounds", 1, "Repeat (ours, then each peer) this many times; report medians and the median "
                        "of the per-round ratios (pairs measured minutes apart share a shared machine's load).")
   flags.DEFINE_integer("peer_timeout", 3600, "Seconds before a peer process is abandoned.")
-  flags.DEFINE_string("out", None, "JSON result path. Default: benchmarks/<device>_<model>_b<batch>_<dtype>.json.")
+  flags.DEFINE_string("out", None, "JSON result path. Default: runs/benchmarks/<device>_<model>_b<batch>_<dtype>.json.")
   flags.DEFINE_string("compilation_cache_dir", None,
                       "Persistent compilation cache. Default: a fresh temporary directory (the first compile is cold).")
   flags.DEFINE_bool("warm_compile", True, "Also time the compilation in a relaunched process with the warm cache.")

@@ -1,6 +1,6 @@
 """Measures the ImageNet training input pipeline in images per second per CPU core.
 
-  python -m experiments.benchmark_input                       # about a minute; writes benchmarks/input_pipeline.*
+  python -m experiments.benchmark_input                       # about a minute; writes runs/benchmarks/input_pipeline.*
 
 It generates ImageNet-like JPEGs (about 400x350 pixels, quality 90, textured content: about 70 KB each, the same
 order as ImageNet's ~110 KB), then times the training preprocessing of resnet_jax.data.preprocess (random resized crop,
@@ -20,7 +20,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size of the pipeline
 _SECONDS = flags.DEFINE_float("seconds", 2.5, "Timed seconds per measurement (after a warm-up batch).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds of every measurement; medians are reported.")
 _THREADS = flags.DEFINE_list("threads", [], "Thread counts to measure (default: 1 and every core).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "benchmarks", "Where input_pipeline.md and .json are written.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/benchmarks", "Where input_pipeline.md and .json are written.")
 
 
 def main(argv):

@@ -28,10 +28,10 @@ def main(argv):
   if not _DATASET.value or not _OUT.value:
     raise app.UsageError("--dataset and --out are required, e.g. --dataset=shapes --out=photos/train")
   startup.prepare_process()
-  from resnet_jax import data
+  from resnet_jax.data import datasets  # TensorFlow: after the process set-up.
 
-  print(data.export_images(_DATASET.value, builder_config=_BUILDER_CONFIG.value, data_dir=_DATA_DIR.value,
-                           split=_SPLIT.value, out=_OUT.value, per_class=_PER_CLASS.value))
+  print(datasets.export_images(_DATASET.value, builder_config=_BUILDER_CONFIG.value, data_dir=_DATA_DIR.value,
+                               split=_SPLIT.value, out=_OUT.value, per_class=_PER_CLASS.value))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ r"""Lesion study of a trained residual network (Veit et al. 2016): skip each blo
   python -m experiments.lesion --workdir=runs/demo --step=1000
 
 Restores the run's checkpoint (the latest, or --step), evaluates it intact and then once per block with that block's
-branch skipped (model knob drop_blocks), on the run's eval split. Writes WORKDIR/lesion.csv, lesion.md and
+branch skipped (model knob lesion_blocks), on the run's eval split. Writes WORKDIR/lesion.csv, lesion.md and
 lesion.png (the change in top-1 accuracy per block). Plain networks (shortcut='none') are refused: there, deleting a
 layer is not defined, since no identity path would carry the signal past it.
 """

@@ -11,7 +11,7 @@ ships).
 """
 from absl import app, flags
 
-from resnet_jax import data, startup
+from resnet_jax import startup
 
 _DATASET = flags.DEFINE_string("dataset", None, "TFDS name: shapes, imagenet2012, cifar10, ... (or name/config).")
 _BUILDER_CONFIG = flags.DEFINE_string("builder_config", None, "TFDS builder config, e.g. small or hard for shapes.")
@@ -25,8 +25,10 @@ def main(argv):
   if not _DATASET.value:
     raise app.UsageError("--dataset is required: a TFDS name such as shapes, cifar10 or imagenet2012")
   startup.prepare_process()
-  builder = data.prepare(_DATASET.value, builder_config=_BUILDER_CONFIG.value, data_dir=_DATA_DIR.value,
-                         manual_dir=_MANUAL_DIR.value)
+  from resnet_jax.data import datasets  # TensorFlow: after the process set-up.
+
+  builder = datasets.prepare(_DATASET.value, builder_config=_BUILDER_CONFIG.value, data_dir=_DATA_DIR.value,
+                             manual_dir=_MANUAL_DIR.value)
   for name, split in sorted(builder.info.splits.items()):
     print(f"{builder.info.full_name} {name}: {split.num_examples} examples")
   print(f"Prepared in {builder.data_dir}")

@@ -23,7 +23,7 @@ _CONVS = flags.DEFINE_bool("time_convolutions", True, "Also time each of the ste
                             "records their launch, not their run time).")
 _EXTRA = flags.DEFINE_string("extra_xla_flags", "", "XLA flags appended to the platform's.")
 _PLATFORM = flags.DEFINE_bool("platform_xla_flags", True, "Apply resnet_jax/xla_flags.py's flags.")
-_OUT = flags.DEFINE_string("out", "benchmarks/profiles", "Directory for the .md and .json files.")
+_OUT = flags.DEFINE_string("out", "runs/profiles", "Directory for the .md and .json files.")
 
 
 def main(argv):

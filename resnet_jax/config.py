@@ -28,7 +28,6 @@ from ml_collections import config_flags
 from resnet_jax import files
 
 PREFIX = "--config."
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -58,8 +57,8 @@ def resolve(config_file: str, overrides: Sequence[str] = ()) -> ml_collections.C
       ones), a value does not parse as its field's type, or a setting is out of range.
   """
   path, colon, args = config_file.partition(":")
-  if not os.path.isfile(path) and not os.path.isabs(path) and os.path.isfile(os.path.join(_REPO, path)):
-    path = os.path.join(_REPO, path)  # configs/... from anywhere, not only from the repository's root.
+  if not os.path.isfile(path) and not os.path.isabs(path) and os.path.isfile(os.path.join(files.REPO_ROOT, path)):
+    path = os.path.join(files.REPO_ROOT, path)  # configs/... from anywhere, not only from the repository's root.
     config_file = path + colon + args
   if not os.path.isfile(path):
     raise ValueError(f"config file {path!r} does not exist (give a path such as configs/shapes.py)")
@@ -210,6 +209,10 @@ def _migrate(saved: dict[str, Any]) -> dict[str, Any]:
   depth = model.pop("depth", None)
   if depth is not None:
     model["name"] = model["name"].rstrip("0123456789") + str(depth)
+  # The inference-time lesion knob was `drop_blocks` until it was renamed so as not to be taken for DropBlock or
+  # drop-path regularisation.
+  if "drop_blocks" in model:
+    model["lesion_blocks"] = model.pop("drop_blocks")
   return saved
 
 

@@ -345,3 +345,21 @@ def validate_topology(config: Any, process_count: int, device_count: int) -> Non
           f"config.{field}={batch} is not a positive multiple of the {where}: every device needs the same share "
           f"of each global batch. Set --config.{field} to a multiple of {device_count} "
           f"(e.g. {' or '.join(map(str, choices))}), or run on a device count that divides {batch}.")
+
+
+def resolve_processes(process_index, process_count) -> tuple[int, int]:
+  """(this process, number of processes): the given values, or JAX's where None."""
+  import jax  # pylint: disable=g-import-not-at-top
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}.")
+  return process_index, process_count
+
+
+def local_batch_size(global_batch_size: int, process_count: int) -> int:
+  """Each process's share of a global batch; raises unless the batch is a positive multiple of the processes."""
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"The global batch size ({global_batch_size}) must be a positive multiple of the number of "
+                     f"processes ({process_count}).")
+  return global_batch_size // process_count

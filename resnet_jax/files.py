@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+# The checkout this package is in (configs/, experiments/ and benchmarks/ live beside it).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 DONE_FILE = "done.json"  # Written by the engine, with the final metrics, when a run completes.

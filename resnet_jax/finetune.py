@@ -63,7 +63,7 @@ def _weights_dir(path: os.PathLike | str) -> epath.Path:
   """The step directory `load_params` reads for `path` (see there)."""
   where = as_path(path)
   expected = ("expected a run's workdir, its checkpoint directory, one committed step directory of it, or a "
-              "directory written by checkpoint.save_params")
+              "directory written by finetune.save_params")
   if not where.exists():
     raise ValueError(f"init_from path {where} does not exist; {expected}.")
   if (where / STATE).is_dir():

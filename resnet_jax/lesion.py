@@ -1,5 +1,5 @@
 """Lesion studies (Veit et al. 2016): a trained residual network evaluated with one block's residual branch skipped
-at a time (the model knob `drop_blocks`), block by block, on the run's whole eval split.
+at a time (the model knob `lesion_blocks`), block by block, on the run's whole eval split.
 
 A plain network (shortcut 'none') is refused: see `PLAIN_LESION`.
 """
@@ -61,7 +61,7 @@ def study(config, workdir: str, *, step: int | None = None, echo: Callable[[str]
   echo(f"step {evaluator.step}: intact network top-1 {baseline['top1']:.4f}")
   rows = []
   for index, (path, changes_shape) in enumerate(evaluator.eval_model.block_plan()):
-    rows.append(row(index, path, changes_shape, evaluator.evaluate(drop_blocks=(index,)), baseline))
+    rows.append(row(index, path, changes_shape, evaluator.evaluate(lesion_blocks=(index,)), baseline))
     echo(f"block {index} ({path}) skipped: top-1 {rows[-1]['top1']:.4f} ({100 * rows[-1]['delta_top1']:+.2f} points)")
   return LesionResult(evaluator.step, baseline, rows)
 

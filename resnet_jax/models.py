@@ -14,7 +14,7 @@ Parameter paths are stable and readable::
     head/dense   (or head/conv, head/hidden0, head/hidden1, ...)
 
 Each block sows the output of its residual branch (what is added to the shortcut; zeros for a block lesioned by
-`drop_blocks`) into the collection `INTERMEDIATES` ('intermediates') under `stage{i}/block{j}/branch`, as a
+`lesion_blocks`) into the collection `INTERMEDIATES` ('intermediates') under `stage{i}/block{j}/branch`, as a
 one-element tuple, so tools can read the branch's signal (e.g. its std, He et al. 2015 Fig. 7) without changing
 the model: `logits, state = model.apply(variables, x, mutable=[INTERMEDIATES])`.
 
@@ -61,8 +61,8 @@ def knob(default: Any, doc: str, *, choices: Sequence[Any] | None = None, config
   """Declares a model knob: a `ResNet` field with its documentation, in one place.
 
   Everything else about the knob is derived from this declaration: `KNOBS`, the `config.model` field of the same
-  name (`knob_config`, typed by `config_type` or the default's type; `None` there keeps the model's default), the
-  docs table (`knob_table`), the validation of `choices`.
+  name (declared in configs/default.py from `knob_specs`, typed by `config_type` or the default's type; `None`
+  there keeps the model's default), the docs table (`knob_table`), the validation of `choices`.
 
   Args:
     default: the value of the generic network (the named CIFAR models override a few, see `_MODELS`).
@@ -121,8 +121,9 @@ class ResNet(nn.Module):
                                   config_type=str, set_by="config.sync_batch_stats")
   bn_axis_index_groups: Any = knob(None, "device groups of that axis whose statistics are averaged together, "
                                    "e.g. ((0, 1), (2, 3)); None: all devices", config_type=tuple)
-  drop_blocks: tuple[int, ...] = knob((), "flat block indices (0..N-1, see `ResNet.block_plan`) whose residual "
-                                      "branch is skipped at inference (lesion studies); training ignores it")
+  lesion_blocks: tuple[int, ...] = knob((), "flat block indices (0..N-1, see `ResNet.block_plan`) whose residual "
+                                        "branch is skipped at inference (lesion studies; `drop_blocks` in "
+                                        "earlier versions); training ignores it")
 
   def __post_init__(self):
     self._validate()
@@ -169,28 +170,28 @@ class ResNet(nn.Module):
                          f"got {getattr(self, knob)!r}")
     if len(self.stage_sizes) != len(self.widths):
       raise ValueError(f"stage_sizes {tuple(self.stage_sizes)} and widths {tuple(self.widths)} differ in length")
-    self._validate_drop_blocks()
+    self._validate_lesion_blocks()
 
-  def _validate_drop_blocks(self) -> None:
+  def _validate_lesion_blocks(self) -> None:
     plan = self.block_plan()
-    for index in self.drop_blocks:
+    for index in self.lesion_blocks:
       try:
         index = operator.index(index)
       except TypeError:
-        raise ValueError(f"drop_blocks must hold block indices (integers), got {index!r}") from None
+        raise ValueError(f"lesion_blocks must hold block indices (integers), got {index!r}") from None
       if not 0 <= index < len(plan):
-        raise ValueError(f"drop_blocks index {index!r} is out of range: this network has {len(plan)} blocks, "
+        raise ValueError(f"lesion_blocks index {index!r} is out of range: this network has {len(plan)} blocks, "
                          f"numbered 0..{len(plan) - 1}")
       path, changes_shape = plan[index]
       if changes_shape and self.shortcut == "none":
-        raise ValueError(f"drop_blocks index {index} ({path}) changes the feature shape and shortcut='none' has "
+        raise ValueError(f"lesion_blocks index {index} ({path}) changes the feature shape and shortcut='none' has "
                          "nothing to carry it: drop only blocks that keep the shape, or use shortcut 'A', 'B' or 'C'")
 
   def _scaled(self, width: int) -> int:
     return max(1, int(round(width * self.width)))
 
   def block_plan(self) -> list[tuple[str, bool]]:
-    """(path, changes_shape) of every block, in the flat order `drop_blocks` indexes."""
+    """(path, changes_shape) of every block, in the flat order `lesion_blocks` indexes."""
     plan = []
     channels = self._scaled(self.stem_width)
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
@@ -226,7 +227,7 @@ class ResNet(nn.Module):
              name="stem")(x)
     first = 0
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
-      dropped = tuple(k - first for k in self.drop_blocks if first <= k < first + num_blocks)
+      dropped = tuple(k - first for k in self.lesion_blocks if first <= k < first + num_blocks)
       x = Stage(block, num_blocks, self._scaled(width), 1 if i == 0 else 2, dropped,
                 # The pre-activation stem already normalised and activated the first block's input.
                 preactivate_first=i > 0, name=f"stage{i + 1}")(x, backbone_train)

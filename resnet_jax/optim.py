@@ -395,10 +395,7 @@ def create_optimizer(optimizer_config: Any, schedule: optax.Schedule | float) ->
     if clip <= 0:
       raise ValueError(f"optimizer.grad_clip_norm must be positive, or None for no clipping; got {clip!r}.")
     tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
-  # Training configs declare the multiplier (configs/default.py); the benchmark's bare optimizer section leaves it
-  # out, which means no multiplier, as 1.0 does.
-  if hasattr(optimizer_config, "backbone_lr_multiplier"):
-    tx = scale_backbone(tx, optimizer_config.backbone_lr_multiplier)
+  tx = scale_backbone(tx, optimizer_config.backbone_lr_multiplier)
   return tx
 
 

@@ -110,12 +110,29 @@ class Pmap:
   def map_step(self, fn: Callable, *, num_batch_args: int = 1, donate_state: bool = True) -> Callable:
     pmapped = jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,) if donate_state else ())
 
-    def run(state, *batches):
-      new_state, out = pmapped(state, *batches)
-      # Outputs are identical on every device (they were reduced over AXIS); keep one copy.
-      return new_state, jax.tree.map(lambda x: x[0], out)
+    return _PmapStep(pmapped)
 
-    return run
+
+class _PmapStep:
+  """A pmapped step whose outputs besides the state are kept once (they were reduced over AXIS, so every device
+  holds the same). Like a jitted function it can be compiled ahead of time: `.lower(*args).compile()` gives a step
+  of the same kind with XLA's `cost_analysis()` of the per-device program, so both strategies report FLOPs."""
+
+  def __init__(self, fn, lowered=None):
+    self._fn, self._lowered = fn, lowered
+
+  def __call__(self, state, *batches):
+    new_state, out = self._fn(state, *batches)
+    return new_state, jax.tree.map(lambda x: x[0], out)
+
+  def lower(self, *args):
+    return _PmapStep(self._fn, self._fn.lower(*args))
+
+  def compile(self):
+    return _PmapStep(self._lowered.compile())
+
+  def cost_analysis(self):
+    return self._fn.cost_analysis()
 
 
 def _host_local_to_replicated(x, sharding):

@@ -12,12 +12,11 @@ import os
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
 from resnet_jax import results
-from resnet_jax.data import datasets, preprocess
+from resnet_jax.data import datasets, preprocess, tfrecords
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.tsv")
 
@@ -52,12 +51,12 @@ def load_images(paths, data_config, image_shape):
   """
 
   check_images(paths)
-  size, _, channels = image_shape
-  prepare = preprocess.eval_fn(datasets.family(data_config), image_size=size, channels=channels,
-                               crop_fraction=data_config.crop_fraction)
-  mean, std = datasets.normalization_stats(data_config)
+  prepare, (mean, std) = datasets.eval_transform(data_config)
   images = [preprocess.normalize(prepare(tf.io.read_file(path)), mean, std).numpy() for path in paths]
-  return np.stack(images).astype(np.float32)
+  images = np.stack(images).astype(np.float32)
+  if images.shape[1:] != tuple(image_shape):
+    raise ValueError(f"the evaluation transform gives images of {images.shape[1:]}, the model takes {image_shape}")
+  return images
 
 
 def check_images(paths) -> None:
@@ -75,10 +74,9 @@ def check_images(paths) -> None:
 
 def probabilities(state, model, images):
   """Softmax class probabilities [N, num_classes] of the restored model (its EMA weights if it kept them)."""
+  from resnet_jax import train
 
-  params = state.params if state.ema_params is None else state.ema_params
-  variables = {"params": params, "batch_stats": state.batch_stats}
-  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(train.eval_variables(state), images)
   return np.asarray(jax.nn.softmax(logits.astype("float32"), axis=-1))
 
 
@@ -119,33 +117,23 @@ class SplitPredictions(NamedTuple):
 def predict_split(config, workdir: str, step: int | None = None) -> SplitPredictions:
   """Exact evaluation of a run's checkpoint that also keeps each example's class probabilities.
 
-  The padded, masked batches of `data.eval_iterator` go through `eval_step` (for the metrics) and the same model
-  (for the probabilities, gathered over the devices); the rows of each process's part are put back in the split's
-  stored order and the padding is dropped, so every example appears exactly once.
+  The padded, masked batches of `data.eval_iterator` go through `eval_step`, whose one forward pass gives the
+  metrics and each example's probabilities (gathered over the devices); the rows of each process's part are put
+  back in the split's stored order and the padding is dropped, so every example appears exactly once.
 
   Raises:
     FileNotFoundError: the workdir holds no committed checkpoint (of that step).
   """
-  from resnet_jax import data, parallel, train
-  from resnet_jax import metrics as metrics_lib
+  from resnet_jax import parallel, train
 
   state, parts = train.restore_for_eval(config, workdir, step)
   strategy = parallel.ShardMap(parallel.data_mesh())
   model = parts.eval_model
 
-  def per_device(state, batch):
-    _, sums = train.eval_step(state, batch, model=model)
-    params = state.params if state.ema_params is None else state.ema_params
-    logits = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"], train=False)
-    rows = {"probabilities": jax.nn.softmax(logits.astype(jnp.float32), axis=-1), "label": batch["label"],
-            "mask": batch["mask"]}
-    return None, (sums, jax.tree.map(lambda x: jax.lax.all_gather(x, parallel.AXIS, tiled=True), rows))
-
-  predict_fn = strategy.map_step(per_device, donate_state=False)
-  totals, batches = None, []
-  for host_batch in data.eval_iterator(config.data, global_batch_size=config.eval_batch_size):
-    _, (sums, rows) = predict_fn(state, strategy.put_batch(host_batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  predict_fn = train.make_eval_fn(model, strategy, probabilities=True)
+  all_sums, batches = [], []
+  for sums, rows in train.eval_outputs(state, predict_fn, strategy, config):
+    all_sums.append(sums)
     batches.append(jax.device_get(rows))
   # Rows of a global batch come process by process; each process's part of the split is contiguous and in order.
   processes = jax.process_count()
@@ -159,7 +147,7 @@ def predict_split(config, workdir: str, step: int | None = None) -> SplitPredict
   labels = np.concatenate(kept["label"]).astype(np.int32)
   if len(labels) != parts.info.num_eval:
     raise RuntimeError(f"evaluation gave {len(labels)} examples, the split has {parts.info.num_eval}")
-  return SplitPredictions(int(state.step), {"step": int(state.step), **metrics_lib.finalize(jax.device_get(totals))},
+  return SplitPredictions(int(state.step), {"step": int(state.step), **train.total_metrics(all_sums)},
                           labels, np.concatenate(kept["probabilities"]).astype(np.float32))
 
 
@@ -202,11 +190,11 @@ def most_confident_mistakes(labels, probabilities, count: int = NUM_MISTAKES) ->
 def eval_images(data_config, indices) -> dict[int, np.ndarray]:
   """{index: the stored image, decoded to RGB uint8} of the eval split's examples `indices` (stored order)."""
   builder = datasets.builder_for(data_config)
-  parse = datasets.parse_fn(builder)
+  parse = tfrecords.parse_fn(builder)
   wanted, found = set(indices), {}
   if not wanted:
     return found
-  records = datasets.split_records(builder, datasets.eval_split(data_config, builder)).enumerate()
+  records = tfrecords.read_split(builder, datasets.eval_split(data_config, builder)).enumerate()
   for index, record in records.as_numpy_iterator():
     if int(index) in wanted:
       found[int(index)] = preprocess.decode(parse(record)[0], 3).numpy()

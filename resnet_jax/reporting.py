@@ -95,13 +95,9 @@ class _EventWriter:
   """
 
   def __init__(self, logdir: str):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (heavy, and only process 0 needs it)
+    # Heavy, and only process 0 needs it. (Kept off accelerators by `startup.prepare_process`.)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
-    try:
-      # TensorFlow would otherwise reserve accelerator memory that JAX needs.
-      tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-      pass  # TensorFlow already started; whoever started it chose its devices.
     self._tf = tf
     self._writer = tf.summary.create_file_writer(logdir)
     self._metadata = summary_pb2.SummaryMetadata(

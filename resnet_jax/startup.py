@@ -121,4 +121,7 @@ def hide_accelerators_from_tensorflow() -> None:
   except importlib.metadata.PackageNotFoundError:
     return
   import tensorflow as tf  # A GPU-capable build: hide its GPUs before it allocates memory on them.
-  tf.config.set_visible_devices([], "GPU")
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # TensorFlow already initialised its devices; whoever started it chose them.
+    pass

@@ -39,8 +39,6 @@ RESULT_COLUMNS = ("status", "final_train_loss", "final_train_error", "final_test
 # Run status: finished (skipped), started and to be resumed, or not started.
 DONE, RESUME, NEW = "done", "resume", "new"
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Planning: each run's config resolved as the trainer resolves it
@@ -170,7 +168,7 @@ def execute(runs: Sequence[Run], *, parallel: int = 1, python: str = sys.executa
     else:
       todo.append(run)
   env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [_REPO_ROOT, env.get("PYTHONPATH")]))
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [files.REPO_ROOT, env.get("PYTHONPATH")]))
   codes = {}
   active = {}  # name -> (run, process, log file, start time)
   with _sigterm_raises():
@@ -378,7 +376,7 @@ class Ablation:
 
 
 def ablation_dir() -> str:
-  return os.path.join(_REPO_ROOT, "configs", "ablations")
+  return os.path.join(files.REPO_ROOT, "configs", "ablations")
 
 
 def ablation_names() -> list[str]:
@@ -421,11 +419,11 @@ def run_lesions(workdir: str, names: Sequence[str], *, python: str = sys.executa
     if run_status(run_dir) != DONE:
       raise ValueError(f"the lesion study of {name!r} needs the finished run {run_dir}")
     if os.path.exists(os.path.join(run_dir, "lesion.png")):
-      echo(f"[skip] lesion of {name}: {run_dir}/lesion.md exists")
+      echo(f"[skip] lesion of {name}: {run_dir}/lesion.png exists")
       continue
     echo(f"[lesion] {name}")
     with open(os.path.join(run_dir, "lesion.log"), "a") as log:
       codes[name] = subprocess.call([python, "-m", "experiments.lesion", f"--workdir={run_dir}"], stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=_REPO_ROOT)
+                                    stderr=subprocess.STDOUT, cwd=files.REPO_ROOT)
     echo(f"[{'done' if codes[name] == 0 else 'failed'}] lesion of {name}: {run_dir}/lesion.md")
   return codes

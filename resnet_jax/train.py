@@ -116,22 +116,33 @@ def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, lab
   return new_state, metrics_lib.psum(sums, AXIS)
 
 
-def eval_step(state: TrainState, batch: dict, *, model):
+def eval_variables(state: TrainState) -> dict:
+  """The variables a run is evaluated with: the EMA of its parameters where it keeps one, otherwise its parameters,
+  with its BatchNorm statistics. (Evaluation, lesions and predictions all take them from here.)"""
+  params = state.params if state.ema_params is None else state.ema_params
+  return {"params": params, "batch_stats": state.batch_stats}
+
+
+def eval_step(state: TrainState, batch: dict, *, model, probabilities: bool = False):
   """Masked (sum, count) metrics of one device's slice of an evaluation batch, summed over `AXIS`.
 
   Besides loss and accuracy it measures each block's residual-branch signal: the standard deviation of the branch
-  output per example, averaged over examples (He et al. 2015, Fig. 7). A block skipped by `drop_blocks` sows zeros,
-  so its signal is logged as 0.
+  output per example, averaged over examples (He et al. 2015, Fig. 7). A block skipped by `lesion_blocks` sows zeros,
+  so its signal is logged as 0. With `probabilities`, the same forward pass also gives every example's softmax
+  probabilities, label and mask, gathered over `AXIS`: the output is then (sums, rows).
   """
-  params = state.params if state.ema_params is None else state.ema_params
-  logits, inter = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"], train=False,
-                              mutable=["intermediates"])
+  logits, inter = model.apply(eval_variables(state), batch["image"], train=False, mutable=["intermediates"])
   sums = metrics_lib.classification_sums(logits, batch["label"], batch["mask"])
   mask = batch["mask"].astype(jnp.float32)
   for path, branch in branch_outputs(inter.get("intermediates", {})).items():
     std = jnp.std(branch.astype(jnp.float32).reshape(branch.shape[0], -1), axis=1)
     sums[f"signal/{path}"] = (jnp.sum(std * mask), jnp.sum(mask))
-  return None, metrics_lib.psum(sums, AXIS)
+  sums = metrics_lib.psum(sums, AXIS)
+  if not probabilities:
+    return None, sums
+  rows = {"probabilities": jax.nn.softmax(logits.astype(jnp.float32), axis=-1), "label": batch["label"],
+          "mask": batch["mask"]}
+  return None, (sums, jax.tree.map(lambda x: jax.lax.all_gather(x, AXIS, tiled=True), rows))
 
 
 def branch_outputs(intermediates) -> dict[str, jax.Array]:
@@ -140,21 +151,40 @@ def branch_outputs(intermediates) -> dict[str, jax.Array]:
   return {path.rsplit("/", 1)[0]: values[0] for path, values in flat.items() if path.endswith("/branch")}
 
 
-def make_eval_fn(model, strategy):
+def make_train_fn(config: ml_collections.ConfigDict, parts: Parts, strategy, rng):
+  """`train_step` of `parts` as `config` sets it up, mapped over every device by `strategy` (state donated): what
+  the trainer runs and the benchmark times."""
+  return strategy.map_step(functools.partial(
+      train_step, model=parts.model, tx=parts.tx, rng=rng, label_smoothing=config.label_smoothing,
+      ema_decay=config.optimizer.ema_decay, frozen_backbone=config.freeze_backbone))
+
+
+def make_eval_fn(model, strategy, *, probabilities: bool = False):
   """`eval_step` of `model`, mapped over every device by `strategy` (compiled on first use, then reused)."""
-  return strategy.map_step(functools.partial(eval_step, model=model), donate_state=False)
+  return strategy.map_step(functools.partial(eval_step, model=model, probabilities=probabilities),
+                           donate_state=False)
+
+
+def eval_outputs(state, eval_fn, strategy, config: ml_collections.ConfigDict):
+  """`eval_fn`'s output (without the state) for every batch of the exact evaluation of `config.data.eval_split`:
+  each example once, padding masked."""
+  from resnet_jax import data
+
+  for host_batch in data.eval_iterator(config.data, global_batch_size=config.eval_batch_size):
+    yield eval_fn(state, strategy.put_batch(host_batch))[1]
+
+
+def total_metrics(all_sums) -> dict[str, float]:
+  """The finalised metrics of a sequence of per-batch (sum, count) collections, added in order on the devices."""
+  totals = None
+  for sums in all_sums:
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return metrics_lib.finalize(jax.device_get(totals))
 
 
 def evaluate(state, eval_fn, strategy, config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Runs `eval_fn` over every batch of the exact evaluation of `config.data.eval_split` (each example once,
-  padding masked) and returns the finalised metrics."""
-  from resnet_jax import data
-
-  totals = None
-  for host_batch in data.eval_iterator(config.data, global_batch_size=config.eval_batch_size):
-    _, sums = eval_fn(state, strategy.put_batch(host_batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return metrics_lib.finalize(jax.device_get(totals))
+  """The finalised metrics of `eval_fn` over the exact evaluation of `config.data.eval_split`."""
+  return total_metrics(eval_outputs(state, eval_fn, strategy, config))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -221,11 +251,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   replicated = parallel.ShardMap(mesh).replicated
 
   # -- Input pipeline, model, optimizer, initial state ---------------------------------------------------------------
-  # The built-in dataset (any of its builder configs) is generated on first use: no download, about a minute.
-  if data.prepared_on_first_use(config.data.name):
-    data.prepare(config.data.name, builder_config=config.data.builder_config, data_dir=config.data.data_dir)
+  # The built-in dataset (any of its builder configs) and class folders are prepared on first use: no download.
+  data.prepare_on_first_use(config.data)
   parts = build(config, data.info(config.data))
-  plan, tx = parts.plan, parts.tx
+  plan = parts.plan
   init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   variables = jax.jit(functools.partial(init_variables, parts.eval_model, image_shape=parts.info.image_shape))(
       init_rng)
@@ -258,9 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  jax.device_count(), jax.process_count(), start_step)
 
     # -- Update step ----------------------------------------------------------------------------------------------
-    p_train = strategy.map_step(functools.partial(
-        train_step, model=parts.model, tx=tx, rng=dropout_rng, label_smoothing=config.label_smoothing,
-        ema_decay=config.optimizer.ema_decay, frozen_backbone=config.freeze_backbone))
+    p_train = make_train_fn(config, parts, strategy, dropout_rng)
     p_eval = make_eval_fn(parts.eval_model, strategy)
 
     def run_eval(state, step):
@@ -374,7 +401,7 @@ class Evaluator(NamedTuple):
 
 def checkpoint_evaluator(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> Evaluator:
   """Restores a run's checkpoint once; `evaluate(**knobs)` then evaluates it exactly on `config.data.eval_split`,
-  with knob overrides such as `drop_blocks=(3,)` applied to the network (none: the run's own network)."""
+  with knob overrides such as `lesion_blocks=(3,)` applied to the network (none: the run's own network)."""
   state, parts = restore_for_eval(config, workdir, step)
   # restore_for_eval places the state replicated over all devices, the layout the shard_map strategy reads.
   strategy = parallel.ShardMap(parallel.data_mesh())
@@ -388,7 +415,7 @@ def checkpoint_evaluator(config: ml_collections.ConfigDict, workdir: str, step: 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
                         **model_overrides) -> dict[str, float]:
-  """Exact evaluation of a run's checkpoint on `config.data.eval_split`; knobs such as drop_blocks may be set."""
+  """Exact evaluation of a run's checkpoint on `config.data.eval_split`; knobs such as lesion_blocks may be set."""
   evaluator = checkpoint_evaluator(config, workdir, step)
   return {"step": evaluator.step, **evaluator.evaluate(**model_overrides)}
 

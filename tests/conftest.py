@@ -16,9 +16,9 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def shapes_data_dir(tmp_path_factory):
   """A TFDS data dir holding the built-in `shapes/small` dataset, prepared once per test session."""
-  from resnet_jax import data
+  from resnet_jax.data import datasets
   data_dir = str(tmp_path_factory.mktemp("tfds"))
-  data.prepare("shapes", builder_config="small", data_dir=data_dir)
+  datasets.prepare("shapes", builder_config="small", data_dir=data_dir)
   return data_dir
 
 

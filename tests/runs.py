@@ -217,13 +217,13 @@ def corrupt_copy(data_dir, tmp_path, split, index):
 def record_index_at(config, position, *, local_batch):
   """The index, in the train split's stored order, of the record a one-process run with seed 0 reads at `position`
   of epoch 0."""
-  from resnet_jax.data import datasets, pipeline
+  from resnet_jax.data import datasets, pipeline, tfrecords
   builder = datasets.builder_for(config)
-  cache = datasets.load_records(builder, "train") if config.cache else None
+  cache = tfrecords.load_records(builder, "train") if config.cache else None
   records = pipeline.epoch_records(builder, "train", seed=0, epoch=0, cache_records=cache, local_batch=local_batch,
                                    shuffle_buffer=config.shuffle_buffer)
   (_, _, record), = records.skip(position).take(1).as_numpy_iterator()
-  stored = list(datasets.split_records(builder, "train").as_numpy_iterator())
+  stored = list(tfrecords.read_split(builder, "train").as_numpy_iterator())
   return stored.index(record)
 
 

@@ -133,6 +133,7 @@ def test_the_engine_reads_only_declared_fields(tmp_path, shapes_data_dir, xla_ca
   """A tiny run, its evaluation and a prediction read every config field through ConfigDict; each field read must
   be one configs/default.py declares (no silent defaults for undeclared ones)."""
   from resnet_jax import data, lesion, predict, train
+  from resnet_jax.data import datasets, tfrecords
 
   config = runs.tiny_config(shapes_data_dir, xla_cache_dir)
   declared = set(_leaves(default.get_config()))
@@ -152,8 +153,8 @@ def test_the_engine_reads_only_declared_fields(tmp_path, shapes_data_dir, xla_ca
   train.evaluate_checkpoint(config, workdir)
   lesion.check_defined(config.model)
   image = tmp_path / "image.png"
-  image.write_bytes(next(iter(data.datasets.split_records(data.datasets.builder_for(config.data), "test")
-                              .map(lambda r: data.datasets.parse_fn(data.datasets.builder_for(config.data))(r)[0])
+  builder = datasets.builder_for(config.data)
+  image.write_bytes(next(iter(tfrecords.read_split(builder, "test").map(lambda r: tfrecords.parse_fn(builder)(r)[0])
                               .take(1))).numpy())
   predict.predict(config, workdir, [str(image)])
   # The streamed input pipeline and synthetic data read their own fields.
@@ -184,6 +185,19 @@ def test_load_run_config_folds_the_old_depth_field_into_the_name(tmp_path):
   saved["model"]["depth"] = 56  # Configs saved before the name became the one way to choose the network.
   (tmp_path / files.CONFIG_FILE).write_text(json.dumps(saved, default=str))
   assert config_lib.load_run_config(str(tmp_path)).model.name == "cifar_resnet56"
+
+
+def test_load_run_config_reads_the_old_lesion_knob_name(tmp_path):
+  saved = config_lib.resolve(SHAPES).to_dict()
+  del saved["model"]["lesion_blocks"]
+  saved["model"]["drop_blocks"] = [3, 5]  # The knob's name in runs started before the rename.
+  (tmp_path / files.CONFIG_FILE).write_text(json.dumps(saved, default=str))
+  assert config_lib.load_run_config(str(tmp_path)).model.lesion_blocks == (3, 5)
+  # A committed record of such a run loads, with its value.
+  record = os.path.join(REPO, "benchmarks", "ablations", "depth_study", "runs", "seed=0,name=cifar_resnet56,shortcut=A")
+  with open(os.path.join(record, files.CONFIG_FILE)) as f:
+    assert "drop_blocks" in json.load(f)["model"]
+  assert config_lib.load_run_config(record).model.lesion_blocks is None
 
 
 def test_load_run_config_errors(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from resnet_jax import data
-from resnet_jax.data import preprocess
+from resnet_jax.data import datasets, preprocess
 from tests import runs
 
 TRAIN_PER_FILE = 8  # 5 training files: 40 examples.
@@ -39,7 +39,7 @@ def cifar_dir(tmp_path_factory):
   mp = pytest.MonkeyPatch()
   mp.setattr(tfds.download.DownloadManager, "download_and_extract", lambda self, url: str(root / "extracted"))
   try:
-    data.prepare("cifar10", data_dir=str(data_dir))
+    datasets.prepare("cifar10", data_dir=str(data_dir))
   finally:
     mp.undo()
   return str(data_dir)
@@ -53,7 +53,7 @@ def _config(data_dir):
 def test_cifar10_round_trip(cifar_dir):
   config = _config(cifar_dir)
   assert data.info(config) == data.DatasetInfo(10, 40, NUM_TEST, (32, 32, 3))
-  assert data.normalization_stats(config) == preprocess.KNOWN_STATS["cifar10"]
+  assert datasets.normalization_stats(config) == preprocess.KNOWN_STATS["cifar10"]
   batches = list(data.eval_iterator(config, global_batch_size=4, process_index=0, process_count=1))
   assert len(batches) == 3 and sum(b["mask"].sum() for b in batches) == NUM_TEST
   assert sorted(np.concatenate([b["label"][b["mask"] > 0] for b in batches]).tolist()) == list(range(10))

@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from resnet_jax import data
-from resnet_jax.data import datasets, folder
+from resnet_jax.data import datasets, folder, tfrecords
 from tests import runs
 
 # name suffix -> (Pillow format, Pillow mode before saving)
@@ -56,7 +56,7 @@ def _stored(builder, split):
   """{file_name: (image bytes, label)} of a prepared split."""
   features = builder.info.features
   out = {}
-  for record in datasets.split_records(builder, split).as_numpy_iterator():
+  for record in tfrecords.read_split(builder, split).as_numpy_iterator():
     example = features.deserialize_example(record, decoders={"image": tfds.decode.SkipDecoding()})
     out[example["file_name"].numpy().decode()] = (example["image"].numpy(), int(example["label"]))
   return out
@@ -71,7 +71,7 @@ def _fresh_checks():
 
 def test_split_layout_stores_every_image_kind_as_rgb(tmp_path):
   root = make_folder(tmp_path / "photos", "splits")
-  builder = data.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
+  builder = datasets.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
   assert builder.info.features["label"].names == ["cat", "dog", "owl"]
   assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 24, "test": 24}
   assert builder.info.features["image"].shape == (None, None, 3)  # Sizes vary.
@@ -96,7 +96,7 @@ def test_split_layout_stores_every_image_kind_as_rgb(tmp_path):
 
 def test_every_example_is_evaluated_once_and_training_streams(tmp_path):
   root = make_folder(tmp_path / "photos", "splits")
-  data.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
+  datasets.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
   for preprocess in ("cifar", "imagenet"):
     config = _config(root, tmp_path / "tfds", preprocess=preprocess)
     info = data.info(config)
@@ -115,26 +115,26 @@ def test_every_example_is_evaluated_once_and_training_streams(tmp_path):
 
 def test_varying_sizes_need_an_image_size(tmp_path):
   root = make_folder(tmp_path / "photos", "splits")
-  data.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
+  datasets.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
   with pytest.raises(ValueError, match=r"varying \(or not square\) size: set config.data.image_size"):
     data.info(_config(root, tmp_path / "tfds", image_size=None))
 
 
 def test_images_of_one_square_size_need_none_and_choose_the_family(tmp_path):
   root = make_folder(tmp_path / "photos", "splits", sizes=(12, 12))
-  data.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
+  datasets.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
   config = _config(root, tmp_path / "tfds", image_size=None, preprocess=None)
   assert data.info(config).image_shape == (12, 12, 3)
   assert datasets.family(config) == "cifar"  # Under 64 px.
   big = make_folder(tmp_path / "big", "splits", classes=("a", "b"), per_class=2, sizes=(64, 64))
-  data.prepare(f"folder:{big}", data_dir=str(tmp_path / "tfds"))
+  datasets.prepare(f"folder:{big}", data_dir=str(tmp_path / "tfds"))
   assert datasets.family(_config(big, tmp_path / "tfds", image_size=None, preprocess=None)) == "imagenet"
 
 
 def test_flat_layout_holds_out_files_by_a_hash_of_their_name(tmp_path):
   root = make_folder(tmp_path / "photos", "classes", per_class=40)
   data_dir = str(tmp_path / "tfds")
-  builder = data.prepare(f"folder:{root}", data_dir=data_dir)
+  builder = datasets.prepare(f"folder:{root}", data_dir=data_dir)
   assert set(builder.info.splits) == {"train", "validation"}
   held = set(_stored(builder, "validation"))
   want = {os.path.join(c, n) for c in ("cat", "dog", "owl") for n in os.listdir(os.path.join(root, c))
@@ -146,16 +146,16 @@ def test_flat_layout_holds_out_files_by_a_hash_of_their_name(tmp_path):
   for i in range(20):
     write_image(os.path.join(root, "cat", f"new{i}_rgb.png"), "rgb.png", (8, 8), rng)
   with pytest.raises(ValueError, match="changed since it was prepared"):
-    data.prepare(f"folder:{root}", data_dir=data_dir)
+    datasets.prepare(f"folder:{root}", data_dir=data_dir)
   shutil.rmtree(folder.prepared_dir(root, data_dir))
-  again = set(_stored(data.prepare(f"folder:{root}", data_dir=data_dir), "validation"))
+  again = set(_stored(datasets.prepare(f"folder:{root}", data_dir=data_dir), "validation"))
   assert held <= again
 
 
 def test_a_changed_folder_is_refused_with_what_changed_and_how_to_prepare_it(tmp_path):
   root = make_folder(tmp_path / "photos", "splits", per_class=2)
   data_dir = str(tmp_path / "tfds")
-  data.prepare(f"folder:{root}", data_dir=data_dir)
+  datasets.prepare(f"folder:{root}", data_dir=data_dir)
   data.info(_config(root, data_dir))  # Unchanged: fine.
   folder._FRESH.clear()
   os.remove(os.path.join(root, "test", "cat", "000_rgb.jpg"))
@@ -170,7 +170,7 @@ def test_two_folders_of_one_name_never_share_a_dataset(tmp_path):
   a = make_folder(tmp_path / "a" / "photos", "splits", classes=("x", "y"), per_class=1)
   b = make_folder(tmp_path / "b" / "photos", "splits", classes=("p", "q", "r"), per_class=1)
   data_dir = str(tmp_path / "tfds")
-  names = [data.prepare(f"folder:{r}", data_dir=data_dir).info.features["label"].names for r in (a, b)]
+  names = [datasets.prepare(f"folder:{r}", data_dir=data_dir).info.features["label"].names for r in (a, b)]
   assert names == [["x", "y"], ["p", "q", "r"]]
   assert folder.config_name(a) != folder.config_name(b) and folder.config_name(a).startswith("photos_")
   assert data.info(_config(a, data_dir)).num_classes == 2 and data.info(_config(b, data_dir)).num_classes == 3
@@ -181,7 +181,7 @@ def test_files_that_are_not_images_are_left_out_and_named(tmp_path, caplog):
   (tmp_path / "photos" / "train" / "cat" / "notes.txt").write_text("not an image")
   (tmp_path / "photos" / "test" / "owl" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
   with caplog.at_level(logging.WARNING):
-    builder = data.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
+    builder = datasets.prepare(f"folder:{root}", data_dir=str(tmp_path / "tfds"))
   message = " ".join(r.getMessage() for r in caplog.records)
   assert "left out 2 files that are not images" in message
   assert "test/owl/broken.jpg" in message and "train/cat/notes.txt" in message
@@ -248,7 +248,7 @@ def test_bad_folders_say_what_to_do_and_create_nothing(tmp_path, make, error, me
   data_dir = tmp_path / "tfds"
   data_dir.mkdir()
   with pytest.raises(error, match=message):
-    data.prepare(f"folder:{root}", data_dir=str(data_dir))  # As training does on first use.
+    datasets.prepare(f"folder:{root}", data_dir=str(data_dir))  # As training does on first use.
   if make in (None, _a_file):
     with pytest.raises(error, match=message):
       data.info(_config(root, data_dir))
@@ -262,30 +262,30 @@ def test_not_prepared_gives_the_command_and_builder_configs_are_refused(tmp_path
     data.info(_config(root, tmp_path / "tfds"))
   with pytest.raises(ValueError, match="has no builder configs; unset config.data.builder_config"):
     data.info(_config(root, tmp_path / "tfds", builder_config="small"))
-  assert data.prepared_on_first_use(f"folder:{root}") and data.prepared_on_first_use("shapes/px16")
-  assert not data.prepared_on_first_use("cifar10")
+  assert datasets.prepared_on_first_use(f"folder:{root}") and datasets.prepared_on_first_use("shapes/px16")
+  assert not datasets.prepared_on_first_use("cifar10")
 
 
 def test_export_writes_class_folders_that_read_back_as_the_same_images(tmp_path, shapes_data_dir):
   out = tmp_path / "photos" / "train"
-  summary = data.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="train",
+  summary = datasets.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="train",
                                out=str(out), per_class=3)
   assert summary.startswith("Wrote 30 images of the 'train' split of shapes to")
   from resnet_jax.data import shapes
   assert sorted(os.listdir(out)) == sorted(shapes.CLASS_NAMES)
   assert all(len(os.listdir(out / c)) == 3 for c in shapes.CLASS_NAMES)
-  builder = data.prepare(f"folder:{tmp_path / 'photos'}", data_dir=str(tmp_path / "tfds"))
+  builder = datasets.prepare(f"folder:{tmp_path / 'photos'}", data_dir=str(tmp_path / "tfds"))
   source = datasets.get_builder("shapes", "small", shapes_data_dir)
-  originals = list(datasets.split_records(source, "train").map(datasets.parse_fn(source)).take(200)
+  originals = list(tfrecords.read_split(source, "train").map(tfrecords.parse_fn(source)).take(200)
                    .as_numpy_iterator())
   for name, (image, label) in _stored(builder, "train").items():
     index = int(name.split("_")[-1].split(".")[0])
     assert image == originals[index][0]  # The stored PNG bytes, unchanged.
     assert builder.info.features["label"].names[label] == shapes.CLASS_NAMES[originals[index][1]]
   with pytest.raises(ValueError, match="exists and is not an empty folder"):
-    data.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="train", out=str(out),
+    datasets.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="train", out=str(out),
                        per_class=3)
   with pytest.raises(ValueError, match="per_class must be at least 1"):
-    data.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="train",
+    datasets.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="train",
                        out=str(tmp_path / "other"), per_class=0)
   assert not os.path.exists(tmp_path / "other")

@@ -11,6 +11,7 @@ from absl import flags
 
 from experiments import prepare_data
 from resnet_jax import data
+from resnet_jax.data import datasets
 from tests import runs
 
 # First, second and last synsets in TFDS's label order: labels 0, 1 and 999.
@@ -100,7 +101,7 @@ def test_fake_imagenet_round_trip(tmp_path, capsys):
 
 def test_imagenet_needs_a_manual_dir(tmp_path):
   with pytest.raises(ValueError, match="--manual_dir"):
-    data.prepare("imagenet2012", data_dir=str(tmp_path))
+    datasets.prepare("imagenet2012", data_dir=str(tmp_path))
 
 
 def test_missing_imagenet_gives_the_prepare_command(tmp_path):

@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from resnet_jax import data, metrics, parallel
-from resnet_jax.data import datasets, pipeline, shapes
+from resnet_jax.data import datasets, pipeline, shapes, tfrecords
 from tests import runs
 
 # 13 test examples: with shapes' balanced labels, one chunk of 13 holds labels 0, 1, 2 twice and 3..9 once.
@@ -79,8 +79,8 @@ def test_the_stream_does_not_depend_on_the_autotuner(data_dir):
 def test_epochs_are_permutations_in_a_new_order(data_dir, cache):
   config = _config(data_dir, cache=cache)
   builder = datasets.builder_for(config)
-  records = datasets.load_records(builder, "train") if cache else None
-  stored = list(datasets.split_records(builder, "train").as_numpy_iterator())
+  records = tfrecords.load_records(builder, "train") if cache else None
+  stored = list(tfrecords.read_split(builder, "train").as_numpy_iterator())
   # An epoch's order is its first len(stored) records; the stream runs on with spares (see the corrupt-record test).
   epochs = [[r for _, _, r in pipeline.epoch_records(builder, "train", seed=0, epoch=e, cache_records=records,
                                                   shuffle_buffer=300).take(len(stored)).as_numpy_iterator()]
@@ -96,11 +96,11 @@ def test_two_processes_read_disjoint_parts_that_cover_the_split(data_dir, cache)
   builder = datasets.builder_for(config)
   parts = []
   for index in range(2):
-    records = datasets.load_records(builder, "train") if cache else None
+    records = tfrecords.load_records(builder, "train") if cache else None
     dataset = pipeline.epoch_records(builder, "train", seed=0, epoch=0, process_index=index, process_count=2,
                                      cache_records=records, local_batch=20, shuffle_buffer=300)
     parts.append([r for _, _, r in dataset.take(1000).as_numpy_iterator()])  # The epoch, without its spares.
-  stored = list(datasets.split_records(builder, "train").as_numpy_iterator())
+  stored = list(tfrecords.read_split(builder, "train").as_numpy_iterator())
   assert len(parts[0]) == len(parts[1]) == 1000
   assert not set(parts[0]) & set(parts[1])
   assert sorted(parts[0] + parts[1]) == sorted(stored)

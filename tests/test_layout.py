@@ -12,7 +12,7 @@ LAYERS = {
     "primitives": ["files", "metrics", "batchnorm", "xla_flags", "flops", "grid", "data.dataset_info"],
     "parts": ["blocks", "models", "optim", "parallel", "distributed", "checkpoint", "finetune", "weights",
               "workdir_lock", "reporting", "plots", "results", "config", "startup", "data", "data.preprocess",
-              "data.shapes", "data.synthetic", "data.folder", "data.datasets", "data.pipeline"],
+              "data.shapes", "data.synthetic", "data.tfrecords", "data.folder", "data.datasets", "data.pipeline"],
     "engine": ["train", "sweep", "lesion", "predict", "bench", "bench.workload", "bench.peers", "bench.run",
                "bench.input", "bench.profile", "search", "study"],
 }
@@ -41,6 +41,7 @@ def _imports(module):
   with open(_path(module)) as f:
     tree = ast.parse(f.read())
   package = module if os.path.isdir(os.path.join(ROOT, "resnet_jax", *module.split("."))) else module.rpartition(".")[0]
+  known = set(_modules())
   out = set()
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
@@ -50,11 +51,14 @@ def _imports(module):
         base = ".".join(["resnet_jax", *filter(None, package.split("."))][:len(package.split(".")) + 2 - node.level])
         names = [f"{base}.{node.module}" if node.module else base]
       else:
-        names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        # `from resnet_jax.data import folder` imports the submodule; the package counts only where a name taken
+        # from it is not a submodule (`from resnet_jax.data import DatasetInfo`).
+        names = [f"{node.module}.{a.name}" for a in node.names]
+        if not all(n.removeprefix("resnet_jax.") in known for n in names):
+          names.append(node.module)
     else:
       continue
     out.update(names)
-  known = set(_modules())
   return {n.removeprefix("resnet_jax.") for n in out if n.startswith("resnet_jax.")
           and n.removeprefix("resnet_jax.") in known}, {n for n in out if n.split(".")[0] == "experiments"}
 
@@ -77,6 +81,32 @@ def test_imports_point_downwards(module):
   assert not scripts, f"resnet_jax.{module} imports the scripts {sorted(scripts)}"
   upward = sorted(m for m in imported if _layer(m) > _layer(module))
   assert not upward, f"resnet_jax.{module} ({list(LAYERS)[_layer(module)]}) imports higher layers: {upward}"
+
+
+def _cycle():
+  """An import cycle among the package's modules (imports at any depth of their code), or None."""
+  graph = {module: _imports(module)[0] - {module} for module in _modules()}
+  state = {}  # module -> 1 on the current path, 2 done
+
+  def visit(module, path):
+    state[module] = 1
+    for child in sorted(graph[module]):
+      if state.get(child) == 1:
+        return path[path.index(child):] + [child]
+      if child not in state and (found := visit(child, path + [child])):
+        return found
+    state[module] = 2
+    return None
+
+  for module in graph:
+    if module not in state and (found := visit(module, [module])):
+      return found
+  return None
+
+
+def test_no_import_cycles():
+  cycle = _cycle()
+  assert cycle is None, "import cycle: " + " -> ".join(f"resnet_jax.{m}" for m in cycle)
 
 
 def test_models_stand_alone():

@@ -1,6 +1,7 @@
 """Tests for resnet_jax.models: parameter counts, MACs, every name and knob, and the shortcut semantics."""
 
 import dataclasses
+import functools
 import os
 
 import flax
@@ -264,7 +265,7 @@ KNOB_CASES = {
     "bn_epsilon": [1e-3],
     "bn_axis_name": "test_bn_axis_name_matches_full_batch",
     "bn_axis_index_groups": "test_bn_axis_index_groups",
-    "drop_blocks": [(1, 4)],
+    "lesion_blocks": [(1, 4)],
 }
 COMPANIONS = {("head", "mlp"): dict(head_hidden=(12, 8)), ("head", "conv"): dict(global_pool="avg")}
 
@@ -314,26 +315,68 @@ def _case_id(knobs):
 
 
 # The knobs whose code differs between basic and bottleneck blocks are run on both; the rest on the CIFAR net.
-_BLOCK_KNOBS = ("variant", "shortcut", "zero_init_residual", "drop_blocks")
+_BLOCK_KNOBS = ("variant", "shortcut", "zero_init_residual", "lesion_blocks")
 
 
 @pytest.mark.parametrize("name, knobs", [("cifar_resnet20", k) for k in _knob_cases()] + [
     ("resnet50", k) for k in _knob_cases() if set(k) & set(_BLOCK_KNOBS)], ids=_case_id)
 def test_every_knob(name, knobs):
   model = _tiny(name, **knobs)
+  outputs = _outputs(model)
+  tree, logits, train_logits, stats = outputs
+  for out in (logits, train_logits):
+    assert out.shape == (2, 10) and out.dtype == np.float32  # float32 logits whatever the compute dtype
+    assert np.isfinite(out).all()
+  # BatchNorm parameters and statistics stay float32; conv/dense parameters follow param_dtype.
+  param_dtype = jnp.dtype(knobs.get("param_dtype", jnp.float32))
+  for path, (_, dtype) in tree.items():
+    bn = "/bn" in f"/{path}" or path.startswith("final_bn")
+    assert dtype == (jnp.float32 if bn else param_dtype), path
+  assert all(leaf.dtype == np.float32 for leaf in stats.values())
+  # A knob set away from the network's own value must do something: change the parameter tree (names, shapes,
+  # dtypes), the inference or training logits, or the BatchNorm statistics a training step leaves.
+  default = _tiny(name)
+  if all(_same_value(getattr(default, knob), value) for knob, value in knobs.items()):
+    return  # This case is the network's own setting.
+  if _case_id(knobs) in NO_EFFECT.get(name, {}):
+    return
+  base_tree, base_logits, base_train_logits, base_stats = _default_outputs(name)
+  assert (tree != base_tree or not np.array_equal(logits, base_logits)
+          or not np.array_equal(train_logits, base_train_logits)
+          or any(not np.array_equal(stats[k], base_stats[k]) for k in stats)), (
+      f"{knobs} changes neither the parameter tree, nor the logits, nor the BatchNorm statistics of {name}")
+
+
+# Cases that leave a network as it is, and why (each is checked on a network where it does act).
+NO_EFFECT = {
+    "cifar_resnet20": {
+        "variant=v1": "v1 and v1.5 differ only in which convolution of a bottleneck block strides; basic blocks have "
+                      "none (resnet50 runs this case too)",
+    },
+}
+
+
+def _same_value(a, b):
+  try:
+    return bool(a == b) and type(a) is type(b) or (a is b)
+  except (TypeError, ValueError):
+    return False
+
+
+def _outputs(model):
+  """(parameter tree {path: (shape, dtype)}, inference logits, training logits, {path: updated statistics})."""
   x = _images(size=16)
   variables = _init(model, x)
   logits = model.apply(variables, x)
   train_logits, updates = _train(model, variables, x)
-  for out in (logits, train_logits):
-    assert out.shape == (2, 10) and out.dtype == jnp.float32  # float32 logits whatever the compute dtype
-    assert np.isfinite(out).all()
-  # BatchNorm parameters and statistics stay float32; conv/dense parameters follow param_dtype.
-  param_dtype = jnp.dtype(knobs.get("param_dtype", jnp.float32))
-  for path, leaf in _flat(variables["params"]).items():
-    bn = "/bn" in f"/{path}" or path.startswith("final_bn")
-    assert leaf.dtype == (jnp.float32 if bn else param_dtype), path
-  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(updates["batch_stats"]))
+  tree = {path: (leaf.shape, leaf.dtype) for path, leaf in _flat(variables["params"]).items()}
+  return tree, np.asarray(logits), np.asarray(train_logits), {
+      path: np.asarray(leaf) for path, leaf in _flat(updates["batch_stats"]).items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _default_outputs(name):
+  return _outputs(_tiny(name))
 
 
 # --- Every parameter learns ---
@@ -506,16 +549,16 @@ def test_plain_net_has_no_skip_path(name, variant, residual):
         assert spread > 1e-3, f"{path}: residual net lost its shortcut"
 
 
-# --- Lesions: drop_blocks ---
+# --- Lesions: lesion_blocks ---
 
-def test_drop_blocks_equals_silenced_branch():
+def test_lesion_blocks_equals_silenced_branch():
   # For a residual net, dropping a block at inference is the same as a branch that outputs zeros.
   x = _images()
   base = _tiny("cifar_resnet20")
   variables = _init(base, x)
   plan = base.block_plan()
   for index in (0, 3, 4, 8):  # identity blocks and a downsampling block (option A carries it)
-    lesioned = _tiny("cifar_resnet20", drop_blocks=(index,))
+    lesioned = _tiny("cifar_resnet20", lesion_blocks=(index,))
     silenced = {**variables, "params": _silence_branch(variables["params"], plan[index][0], "v1.5")}
     dropped = lesioned.apply(variables, x)
     np.testing.assert_allclose(dropped, base.apply(silenced, x), rtol=1e-5, atol=1e-6)
@@ -524,30 +567,30 @@ def test_drop_blocks_equals_silenced_branch():
     np.testing.assert_array_equal(_train(lesioned, variables, x)[0], _train(base, variables, x)[0])
 
 
-def test_drop_blocks_in_plain_net():
+def test_lesion_blocks_in_plain_net():
   x = _images()
   base = _tiny("cifar_resnet20", shortcut="none")
   variables = _init(base, x)
-  lesioned = _tiny("cifar_resnet20", shortcut="none", drop_blocks=(1,))
+  lesioned = _tiny("cifar_resnet20", shortcut="none", lesion_blocks=(1,))
   assert not np.allclose(lesioned.apply(variables, x), base.apply(variables, x), atol=1e-4)
   changes_shape = [i for i, (_, changes) in enumerate(base.block_plan()) if changes]
   assert changes_shape == [3, 6]
   for index in changes_shape:
     with pytest.raises(ValueError, match="changes the feature shape"):
-      _tiny("cifar_resnet20", shortcut="none", drop_blocks=(index,))
+      _tiny("cifar_resnet20", shortcut="none", lesion_blocks=(index,))
   # ImageNet bottleneck nets change shape in the very first block too (64 -> 256 channels).
   with pytest.raises(ValueError, match="stage1/block0"):
-    models.create("resnet50", num_classes=10, shortcut="none", drop_blocks=(0,))
+    models.create("resnet50", num_classes=10, shortcut="none", lesion_blocks=(0,))
 
 
 @pytest.mark.parametrize("index", [-1, 9, 100, 2.5])
-def test_drop_blocks_out_of_range(index):
+def test_lesion_blocks_out_of_range(index):
   with pytest.raises(ValueError, match=r"0\.\.8|integers"):
-    models.create("cifar_resnet20", num_classes=10, drop_blocks=(index,))
+    models.create("cifar_resnet20", num_classes=10, lesion_blocks=(index,))
 
 
 def test_intermediates_one_branch_per_block():
-  model = _tiny("resnet50", drop_blocks=(2,))
+  model = _tiny("resnet50", lesion_blocks=(2,))
   x = _images()
   _, state = model.apply(_init(model, x), x, mutable=[models.INTERMEDIATES])
   branches = _flat(state[models.INTERMEDIATES])

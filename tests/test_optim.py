@@ -359,8 +359,7 @@ def test_backbone_multiplier_one_is_the_optimizer_itself(params):
   config = _optimizer_config("sgd", weight_decay=1e-3)
   assert config.backbone_lr_multiplier == 1.0  # The declared default.
   tx = optim.create_optimizer(config, 0.1)
-  plain = optim.create_optimizer(types.SimpleNamespace(**{k: v for k, v in config.items()
-                                                          if k != "backbone_lr_multiplier"}), 0.1)
+  plain = optim.OPTIMIZERS["sgd"](config, 0.1, optim.weight_decay_mask)  # No multiplier (and no clipping) applied.
   for a, b in zip(jax.tree.leaves(_train(tx, params)), jax.tree.leaves(_train(plain, params))):
     assert jnp.array_equal(a, b)
   assert optim.scale_backbone(plain, 1.0) is plain

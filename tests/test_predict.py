@@ -14,7 +14,7 @@ import pytest
 
 from resnet_jax import config as config_lib
 from resnet_jax import predict, train
-from resnet_jax.data import datasets, shapes
+from resnet_jax.data import datasets, shapes, tfrecords
 from tests import runs
 
 NUM_IMAGES = 3
@@ -38,7 +38,7 @@ def images(tmp_path_factory, run_dir):
   features = builder.info.features
   directory = tmp_path_factory.mktemp("images")
   paths, labels = [], []
-  records = datasets.split_records(builder, config.data.eval_split).take(NUM_IMAGES)
+  records = tfrecords.read_split(builder, config.data.eval_split).take(NUM_IMAGES)
   for i, record in enumerate(records):
     example = features.deserialize_example(record, decoders={"image": tfds.decode.SkipDecoding()})
     path = str(directory / f"image{i}.png")

@@ -166,12 +166,12 @@ def test_resume_drops_later_records_atomically(tmp_path):
 
 
 def test_save_config_round_trips(tmp_path):
-  config = ml_collections.ConfigDict({"seed": 0, "model": {"name": "cifar_resnet20", "drop_blocks": (1, 2)},
+  config = ml_collections.ConfigDict({"seed": 0, "model": {"name": "cifar_resnet20", "lesion_blocks": (1, 2)},
                                       "num_epochs": None, "dtype": jnp.float32})
   path = reporting.save_config(config, str(tmp_path / "run"))
   with open(path) as f:
     saved = json.load(f)
-  assert saved == {"seed": 0, "model": {"name": "cifar_resnet20", "drop_blocks": [1, 2]}, "num_epochs": None,
+  assert saved == {"seed": 0, "model": {"name": "cifar_resnet20", "lesion_blocks": [1, 2]}, "num_epochs": None,
                    "dtype": str(jnp.float32)}
   assert sorted(os.listdir(tmp_path / "run")) == [files.CONFIG_FILE]
 

@@ -92,6 +92,13 @@ def test_shard_map_and_pmap_agree(tmp_path, shapes_data_dir, xla_cache_dir):
   assert_trees_close(final_params(str(tmp_path / "shard_map")), final_params(str(tmp_path / "pmap")),
                      rtol=1e-4, atol=1e-5)
   assert results["shard_map"]["top1"] == pytest.approx(results["pmap"]["top1"], abs=1e-6)
+  # Both strategies compile ahead of time and report XLA's FLOP count of the per-device step, so MFU too (on CPUs
+  # from the /proc/cpuinfo estimate, where it has a clock).
+  from resnet_jax import flops
+  for parallelism in ("shard_map", "pmap"):
+    with open(tmp_path / parallelism / "metrics.jsonl") as f:
+      train_records = [r for r in map(json.loads, f) if r.get("split") == "train"]
+    assert train_records and all(("mfu" in r) == (flops.cpu_peak_flops()[0] is not None) for r in train_records)
 
 
 # Two steps: enough to exercise updated parameters and BatchNorm statistics, too few for the chaotic growth of

@@ -8,7 +8,7 @@ r"""One 3x3 convolution of the CIFAR nets, forward and both gradients, three way
            (no transposed copies of the activations);
   torch    torch.nn.functional.conv2d, channels-last, the thread count the CIFAR peer would pick (if torch is present).
 
-  python benchmarks/cpu_conv/compare.py [--batch=128] [--sizes=32,16] [--repeats=20] [--out=FILE.json]
+  python -m benchmarks.cpu_conv.compare [--batch=128] [--sizes=32,16] [--repeats=20] [--out=FILE.json]
 
 With --split the three kinds of work are also timed alone, for lax and torch: the forward convolution, the gradient
 with respect to the input (lax: the linear transpose of the convolution; torch: aten.convolution_backward with only
@@ -22,12 +22,9 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-
-from resnet_jax import xla_flags  # noqa: E402
+from resnet_jax import xla_flags
 
 xla_flags.apply(True)  # The trainer's CPU flags, before JAX starts.
 

@@ -6,21 +6,19 @@ r"""The weight gradient of a CIFAR 3x3 convolution alone, three ways on the CPU,
           output gradient (placed on the same padded grid), one per tap;
   flat1   the same nine slices side by side, one matmul.
 
-  python benchmarks/cpu_conv/weight_grad.py [--repeats=20] [--out=FILE.json]
+  python -m benchmarks.cpu_conv.weight_grad [--repeats=20] [--out=FILE.json]
 
 Each is checked against lax's result; times are medians of --repeats calls after two warm-up calls, in ms.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import compare  # noqa: E402  (applies the trainer's CPU flags before JAX starts)
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax import lax  # noqa: E402
+# isort: off
+from benchmarks.cpu_conv import compare  # Applies the trainer's CPU flags before JAX starts.
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+# isort: on
 
 
 def dw_lax(x, g, w):

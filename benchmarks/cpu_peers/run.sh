@@ -23,7 +23,7 @@ for part in ${parts[@]}; do
     profile)
       for model in cifar_resnet20 cifar_resnet56; do
         for size in 32 16; do
-          python -m experiments.profile --model=$model --batch=128 --image_size=$size
+          python -m experiments.profile --model=$model --batch=128 --image_size=$size --out=benchmarks/profiles
         done
       done ;;
     trainer)  # The trainer's logged images/s against the benchmark's step rate, same net, batch and size.

@@ -5,13 +5,13 @@ synthetic batch that already lives in TensorFlow, SGD with momentum 0.9, softmax
 ResNet50 is the v1 layout (stride on the first 1x1 of a downsampling bottleneck, biases on every conv): about 6 %
 fewer multiply-adds than the v1.5 layout, so `experiments.benchmark --variant=v1` compares equal work.
 
-  python benchmarks/peers/keras_resnet50.py --batch=8 --image_size=224 --out=keras.json
+  python -m benchmarks.peers.keras_resnet50 --batch=8 --image_size=224 --out=keras.json
 """
 from __future__ import annotations
 
 import os
 
-import harness
+from benchmarks.peers import harness
 
 PEER = "keras"
 

@@ -5,11 +5,11 @@ The network is written here from the paper: a 3x3 conv with 16 filters, three st
 option A: identity, subsampled and zero-padded in channels where the shape changes (no parameters).
 ResNet-56 has 853,018 parameters.
 
-  python benchmarks/peers/torch_cifar_resnet.py --depth=56 --batch=128 --image_size=32 --out=r56.json
+  python -m benchmarks.peers.torch_cifar_resnet --depth=56 --batch=128 --image_size=32 --out=r56.json
 """
 from __future__ import annotations
 
-import harness
+from benchmarks.peers import harness
 
 PEER = "torch_cifar"
 
@@ -80,7 +80,8 @@ def main():
   if missing:
     harness.skip(args.out, PEER, f"missing Python module(s) {missing}: pip install torch")
   import torch
-  import torch_step
+
+  from benchmarks.peers import torch_step
 
   reason = torch_step.check_device(torch, args.device)
   if reason:

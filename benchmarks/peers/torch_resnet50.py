@@ -5,12 +5,12 @@ torch_step.py). On the CPU it first picks the faster of 1 thread and PyTorch's d
 resnet50 where torchvision is installed, otherwise the same network written for this project
 (torch_bottleneck_resnet.py); the result records which. Without torch it records a skip with the reason.
 
-  python benchmarks/peers/torch_resnet50.py --device=cuda --batch=256 --image_size=224 --dtype=bfloat16 \
+  python -m benchmarks.peers.torch_resnet50 --device=cuda --batch=256 --image_size=224 --dtype=bfloat16 \
       [--compile_mode=default] --out=torch.json
 """
 from __future__ import annotations
 
-import harness
+from benchmarks.peers import harness
 
 
 def _resnet50(torch, num_classes: int):
@@ -22,7 +22,7 @@ def _resnet50(torch, num_classes: int):
               {"torchvision": torchvision.__version__})
     except (ImportError, RuntimeError):  # A torchvision built for another torch fails to register its ops.
       pass
-  import torch_bottleneck_resnet
+  from benchmarks.peers import torch_bottleneck_resnet
   return (torch_bottleneck_resnet.build(torch, 50, num_classes),
           "resnet50 (v1.5) in plain PyTorch (benchmarks/peers/torch_bottleneck_resnet.py)", {})
 
@@ -39,7 +39,8 @@ def main():
   if missing:
     harness.skip(args.out, peer, f"missing Python module(s) {missing}: pip install torch")
   import torch
-  import torch_step
+
+  from benchmarks.peers import torch_step
 
   reason = torch_step.check_device(torch, args.device)
   if reason:

@@ -7,7 +7,7 @@ synchronisation inside the step.
 """
 from __future__ import annotations
 
-import harness
+from benchmarks.peers import harness
 
 
 def check_device(torch, device: str) -> str | None:

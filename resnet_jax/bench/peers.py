@@ -13,10 +13,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from resnet_jax import files
 from resnet_jax.bench.workload import Workload
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_PEER_DIR = os.path.join(_REPO, "benchmarks", "peers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +62,16 @@ def peer_skip_reason(name: str, workload: Workload, platform_name: str, peer: Pe
   return None
 
 
+def peer_module(name: str) -> str:
+  """The module that runs peer `name` (`python -m MODULE`, from the repository root)."""
+  return "benchmarks.peers." + PEERS[name].script.removesuffix(".py")
+
+
 def peer_command(name: str, workload: Workload, *, platform_name: str, warmup: int, windows: int, window: int,
                  out: str) -> list[str]:
   """The command line that runs peer `name` on this workload with our timing protocol."""
   peer = PEERS[name]
-  cmd = [sys.executable, os.path.join(_PEER_DIR, peer.script), f"--batch={workload.batch}",
+  cmd = [sys.executable, "-m", peer_module(name), f"--batch={workload.batch}",
          f"--image_size={workload.image_size}", f"--dtype={workload.dtype}",
          f"--device={_PEER_DEVICE.get(platform_name, 'cpu')}", f"--warmup={warmup}", f"--windows={windows}",
          f"--window={window}", f"--out={out}", *peer.extra_args]
@@ -91,7 +94,7 @@ def run_peer(name: str, workload: Workload, *, platform_name: str, warmup: int, 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     try:
-      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=_REPO)
+      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=files.REPO_ROOT)
     except subprocess.TimeoutExpired:
       return {"peer": name, "status": "failed", "reason": f"no result within --peer_timeout={timeout:.0f} s"}
     if os.path.exists(out):
@@ -100,9 +103,8 @@ def run_peer(name: str, workload: Workload, *, platform_name: str, warmup: int, 
     else:
       result = {"peer": name, "status": "failed",
                 "reason": f"exit code {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"}
-  # Reproducible as written: repository-relative script, no temporary paths.
-  result["command"] = shlex.join(["python", os.path.relpath(cmd[1], _REPO)] +
-                                 [a for a in cmd[2:] if not a.startswith("--out=")])
+  # Reproducible as written (from the repository root), no temporary paths.
+  result["command"] = shlex.join(["python", *cmd[1:3]] + [a for a in cmd[3:] if not a.startswith("--out=")])
   if PEERS[name].layout_note and workload.variant != "v1":
     result["note"] = PEERS[name].layout_note
   return result

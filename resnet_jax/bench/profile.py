@@ -33,9 +33,9 @@ import tempfile
 import time
 from typing import Any
 
+from resnet_jax import files
 from resnet_jax.bench import workload as workload_lib
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # name = shape op(...); a multi-output fusion's shape is a tuple, "(f32[...]{...}, f32[...]{...})".
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\([^)]*\)|\S+?)(?:\{[^}]*\})? ([\w\-]+)\(")
 _SHAPE = re.compile(r"[a-z0-9]+\[([0-9,]*)\]")
@@ -309,10 +309,9 @@ def torch_profile(model: str, *, batch: int, image_size: int, steps: int = 5) ->
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "profile.json")
     depth = model.removeprefix("cifar_resnet")
-    command = [sys.executable, os.path.join(_REPO, "benchmarks", "peers", "torch_cifar_resnet.py"),
-               f"--depth={depth}", f"--batch={batch}", f"--image_size={image_size}", "--device=cpu",
-               f"--profile_steps={steps}", f"--out={out}"]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=_REPO, timeout=1800)
+    command = [sys.executable, "-m", "benchmarks.peers.torch_cifar_resnet", f"--depth={depth}", f"--batch={batch}",
+               f"--image_size={image_size}", "--device=cpu", f"--profile_steps={steps}", f"--out={out}"]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=files.REPO_ROOT, timeout=1800)
     if proc.returncode or not os.path.exists(out):
       return {"status": "failed", "reason": (proc.stderr or proc.stdout)[-2000:]}
     with open(out) as f:

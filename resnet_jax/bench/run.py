@@ -23,8 +23,6 @@ from resnet_jax import files, xla_flags
 from resnet_jax.bench import peers as peers_lib
 from resnet_jax.bench.workload import Workload, timing_plan
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Compilation cache and the relaunch
@@ -39,7 +37,7 @@ def run_child(role: str, child_flags: Sequence[str], timeout: float) -> dict:
     out = os.path.join(tmp, f"{role}.json")
     cmd = [sys.executable, "-m", "experiments.benchmark", f"--role={role}", f"--out={out}", *child_flags]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=_REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=files.REPO_ROOT)
     wall = time.perf_counter() - start
     if proc.returncode or not os.path.exists(out):
       raise RuntimeError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stderr[-5000:]}")
@@ -53,7 +51,8 @@ def probe_platform(timeout: float = 300) -> str:
   """JAX's default platform ('cpu', 'gpu', 'tpu'), found in a throw-away process so that this one never holds an
   accelerator (nor fixes its XLA flags before they are chosen)."""
   code = "import jax; print(jax.default_backend())"
-  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=_REPO)
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                        cwd=files.REPO_ROOT)
   if proc.returncode:
     raise RuntimeError(f"could not start JAX to find the platform: {proc.stderr[-3000:]}")
   return proc.stdout.split()[-1]
@@ -240,7 +239,7 @@ def run(options: Options, argv: Sequence[str]) -> dict:
     result["compile"]["cache_dir"] = "(temporary, removed)"
 
   out = options.out or os.path.join(
-      _REPO, "benchmarks", f"{result['device']['slug']}_{workload.model}_b{workload.batch}_{workload.dtype}.json")
+      "runs", "benchmarks", f"{result['device']['slug']}_{workload.model}_b{workload.batch}_{workload.dtype}.json")
   files.write_json(out, result, indent=1)
   print(summary(result))
   print(f"  written to {out}")

@@ -1,24 +1,24 @@
 """The benchmark's workload and timing protocol: the trainer's own step on synthetic on-device data, compiled ahead
 of time and timed in windows, with the device facts (FLOPs, peak, memory, versions) that go beside the figures.
 
-Imports no TensorFlow, ml_collections or clu (the accelerator images have only JAX, Flax, Optax, Orbax and PyTorch).
+A workload is a config: configs/benchmark.py with the model, batch, dtype, image size and class count set, built by
+the trainer's own `train.build` (models, optimizer, state) and stepped by the trainer's own mapped `train_step`.
+Imports no TensorFlow or TFDS (the accelerator images have neither); it needs ml_collections for the config.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.metadata
 import os
 import platform
 import statistics
 import time
-import types
 from typing import Any
 
+from resnet_jax import files
 from resnet_jax import flops as flops_lib
 
-# The optimizer of every measurement, ours and the peers': SGD with momentum 0.9, no weight decay.
-OPTIMIZER = types.SimpleNamespace(name="sgd", momentum=0.9, nesterov=False, weight_decay=0.0, grad_clip_norm=None)
+CONFIG = "configs/benchmark.py"  # What every workload starts from (its optimizer is the peers').
 
 
 # Global batch when --batch is not given: what fits and saturates one device of each platform, times devices.
@@ -43,6 +43,18 @@ class Workload:
   @property
   def family(self) -> str:
     return "cifar" if self.model.startswith("cifar_") else "imagenet"
+
+  def config_overrides(self) -> list[str]:
+    """The `--config.key=value` flags that turn configs/benchmark.py into this workload."""
+    out = [f"--config.model.name={self.model}", f"--config.batch_size={self.batch}", f"--config.dtype={self.dtype}",
+           f"--config.data.image_size={self.image_size}", f"--config.data.num_classes={self.num_classes}",
+           f"--config.sync_batch_stats={self.sync_batch_stats}"]
+    return out + ([f"--config.model.variant={self.variant}"] if self.variant else [])
+
+  def config(self):
+    """This workload as a training config (ml_collections), resolved and validated like any run's."""
+    from resnet_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    return config_lib.resolve(os.path.join(files.REPO_ROOT, CONFIG), self.config_overrides())
 
   def flags(self) -> list[str]:
     """Command-line flags that reproduce this workload."""
@@ -83,61 +95,39 @@ def timing_plan(steps: int, windows: int) -> tuple[int, int]:
 def _import_engine():
   """The package modules the step needs, with a clear message if the engine pulls in a missing dependency."""
   try:
-    from resnet_jax import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+    from resnet_jax import parallel, train  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
         f"the benchmark times resnet_jax.train.train_step, but importing the engine failed: {e}. The engine "
-        "must import only JAX-side packages at module level (no TensorFlow, ml_collections or clu), since the "
-        "accelerator images do not have them.") from e
-  return models, optim, parallel, train
-
-
-def synthetic_batch(rng, *, batch: int, image_size: int, num_classes: int) -> dict:
-  """Normalised-looking images and uniform labels, the layout `train_step` expects (NHWC float32, int32)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  image_rng, label_rng = jax.random.split(rng)
-  return {"image": jax.random.normal(image_rng, (batch, image_size, image_size, 3), jnp.float32),
-          "label": jax.random.randint(label_rng, (batch,), 0, num_classes, jnp.int32)}
+        "must import only JAX-side packages at module level (no TensorFlow or TFDS), since the accelerator images "
+        "do not have them.") from e
+  return parallel, train
 
 
 def build_step(workload: Workload, seed: int = 0, *, abstract: bool = False):
-  """(step function, state, batch): the trainer's mapped step and its inputs, placed on the devices.
+  """(step function, state, batch): the trainer's mapped step (`train.make_train_fn` of `train.build` of the
+  workload's config), its initial state and a synthetic batch (`data.synthetic`), placed on the devices.
 
   With `abstract`, the state and batch are only shapes, dtypes and shardings (enough to compile the step): the
   compile-only relaunch then spends its time on the step alone.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  models, optim, parallel, train = _import_engine()
+  parallel, train = _import_engine()
+  from resnet_jax import distributed  # pylint: disable=g-import-not-at-top
+  from resnet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
 
-  mesh = parallel.data_mesh()
-  strategy = parallel.strategy("shard_map", mesh)
-  if workload.batch % jax.device_count():
-    n = jax.device_count()
-    raise ValueError(f"--batch={workload.batch} does not split evenly over the {n} devices; use a multiple of {n} "
-                     f"(e.g. {max(n, workload.batch // n * n)})")
-  knobs = {"dtype": jnp.dtype(workload.dtype), "variant": workload.variant}
-  # As in the trainer: the step's model synchronises BatchNorm over the mesh axis, initialisation does not.
-  model = models.create(workload.model, num_classes=workload.num_classes,
-                        bn_axis_name=parallel.AXIS if workload.sync_batch_stats else None, **knobs)
-  init_model = models.create(workload.model, num_classes=workload.num_classes, **knobs)
-  tx = optim.create_optimizer(OPTIMIZER, 0.1)
-
-  def make_state(rng):
-    image_shape = (workload.image_size, workload.image_size, 3)
-    return train.TrainState.create(train.init_variables(init_model, rng, image_shape), tx, ema=False)
-
-  make_batch = functools.partial(synthetic_batch, batch=workload.batch, image_size=workload.image_size,
-                                 num_classes=workload.num_classes)
-  make_state = jax.jit(make_state, out_shardings=strategy.replicated)
-  make_batch = jax.jit(make_batch, out_shardings=strategy.batch_sharding)
-  init_rng, dropout_rng, data_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
+  config = workload.config()
+  distributed.validate_topology(config, jax.process_count(), jax.device_count())
+  strategy = parallel.strategy(config.parallelism, parallel.data_mesh())
+  info = synthetic.info(config.data)
+  parts = train.build(config, info)
+  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+  make_state = jax.jit(lambda rng: parts.make_state(train.init_variables(parts.eval_model, rng, info.image_shape)),
+                       out_shardings=strategy.replicated)
+  make_batch = synthetic.batch_fn(config.batch_size, info.image_shape, info.num_classes, strategy.batch_sharding)
   place = jax.eval_shape if abstract else _run_once
-  state, batch = place(make_state, init_rng), place(make_batch, data_rng)
-  step = strategy.map_step(functools.partial(train.train_step, model=model, tx=tx, rng=dropout_rng,
-                                             label_smoothing=0.0, ema_decay=None))
-  return step, state, batch
+  state, batch = place(make_state, init_rng), place(make_batch, jax.random.key(seed), 0)
+  return train.make_train_fn(config, parts, strategy, dropout_rng), state, batch
 
 
 def _run_once(fn, *args):
@@ -240,7 +230,7 @@ def device_slug(device) -> str:
 def measure(workload: Workload, *, steps: int, windows: int, warmup: int, cache_dir: str) -> dict:
   """Compiles and times our step; returns the JSON-ready result (without peers or the relaunch)."""
   import jax  # pylint: disable=g-import-not-at-top
-  _, _, _, train = _import_engine()
+  _, train = _import_engine()
 
   train.enable_compilation_cache(cache_dir)
   device = jax.local_devices()[0]
@@ -258,7 +248,8 @@ def measure(workload: Workload, *, steps: int, windows: int, warmup: int, cache_
   peak, peak_source = flops_lib.device_peak_flops(device, workload.dtype)
   mfu = flops * steps_per_sec / peak if flops and peak else None
   return {
-      "workload": {**dataclasses.asdict(workload), "optimizer": "sgd momentum 0.9", "parallelism": "shard_map",
+      "workload": {**dataclasses.asdict(workload), "config": [CONFIG, *workload.config_overrides()],
+                   "optimizer": "sgd momentum 0.9 (configs/benchmark.py)", "parallelism": "shard_map",
                    "data": "synthetic, on device"},
       "device": {"platform": device.platform, "kind": device.device_kind, "slug": device_slug(device),
                  "count": jax.device_count(),

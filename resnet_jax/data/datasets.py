@@ -7,7 +7,6 @@ Names are TFDS names (`cifar10`, `shapes/small`, ...), or `folder:PATH` for imag
 import difflib
 import functools
 
-import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -16,7 +15,9 @@ from absl import logging
 from resnet_jax.data import (
   folder,
   preprocess,
+  shapes,  # noqa: F401  (registers the built-in `shapes` builder with TFDS)
   synthetic,
+  tfrecords,
 )
 from resnet_jax.data.dataset_info import DatasetInfo
 
@@ -121,34 +122,11 @@ def prepare(name: str, *, builder_config=None, data_dir=None, manual_dir=None):
   return builder
 
 
-def resolve_processes(process_index, process_count) -> tuple[int, int]:
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}.")
-  return process_index, process_count
-
-
-def local_batch_size(global_batch_size: int, process_count: int) -> int:
-  if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(f"The global batch size ({global_batch_size}) must be a positive multiple of the number of "
-                     f"processes ({process_count}).")
-  return global_batch_size // process_count
-
-
 def process_split(split: str, process_index: int, process_count: int):
   """This process's contiguous part of `split` (sizes differ by at most one example between processes)."""
   if process_count == 1:
     return split
   return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
-
-
-def split_info(builder, split):
-  try:
-    return builder.info.splits[split]
-  except (KeyError, ValueError) as error:
-    raise ValueError(f"Unknown split {split!r} for {builder.name}; it has {sorted(builder.info.splits)}: set "
-                     f"--config.data.train_split / --config.data.eval_split to one of them.") from error
 
 
 def train_split(data_config) -> str:
@@ -192,50 +170,25 @@ def image_size(data_config, builder) -> int:
                    "side in pixels images are cropped or resized to (e.g. 224 for photos, 32 for small images)")
 
 
+def eval_transform(data_config, builder=None):
+  """The evaluation preprocessing of a config's images, encoded bytes -> uint8 [size, size, channels]
+  (`preprocess.eval_fn` of its family, size, channels and crop), and the (mean, std) that normalise them: the one
+  transform behind evaluation, predictions and the corrupt-record check."""
+  builder = builder or builder_for(data_config)
+  prepare = preprocess.eval_fn(family(data_config, builder), image_size=image_size(data_config, builder),
+                               channels=channels(data_config, builder), crop_fraction=data_config.crop_fraction)
+  return prepare, normalization_stats(data_config, builder)
+
+
 def info(data_config) -> DatasetInfo:
   """Number of classes, split sizes and the preprocessed image shape of a config's dataset."""
   builder = builder_for(data_config)
   size = image_size(data_config, builder)
   return DatasetInfo(
       num_classes=data_config.num_classes or builder.info.features["label"].num_classes,
-      num_train=split_info(builder, train_split(data_config)).num_examples,
-      num_eval=split_info(builder, eval_split(data_config, builder)).num_examples,
+      num_train=tfrecords.split_info(builder, train_split(data_config)).num_examples,
+      num_eval=tfrecords.split_info(builder, eval_split(data_config, builder)).num_examples,
       image_shape=(size, size, channels(data_config, builder)))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Records of a split
-# ----------------------------------------------------------------------------------------------------------------
-def file_instructions(builder, split) -> tuple[list[str], list[int], list[int]]:
-  if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
-    raise ValueError(f"{builder.name} is stored as {builder.info.file_format.value}; this pipeline reads TFRecord "
-                     "files: prepare the dataset again with the default file format.")
-  instructions = [i for i in split_info(builder, split).file_instructions if i.take > 0]
-  return ([i.filename for i in instructions], [i.skip for i in instructions], [i.take for i in instructions])
-
-
-def split_records(builder, split) -> tf.data.Dataset:
-  """Serialized records of `split` (a split name or `tfds.even_splits` part) in their stored order."""
-  filenames, skips, takes = file_instructions(builder, split)
-  files = tf.data.Dataset.from_tensor_slices((tf.constant(filenames, tf.string), tf.constant(skips, tf.int64),
-                                              tf.constant(takes, tf.int64)))
-  return files.flat_map(lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take))
-
-
-def load_records(builder, split) -> tf.Tensor:
-  """All serialized records of a split (part), as one in-memory string tensor."""
-  num_examples = split_info(builder, split).num_examples
-  return split_records(builder, split).batch(max(num_examples, 1)).get_single_element()
-
-
-def parse_fn(builder):
-  features = builder.info.features
-  decoders = {"image": tfds.decode.SkipDecoding()}
-
-  def parse(record):
-    example = features.deserialize_example(record, decoders=decoders)
-    return example["image"], tf.cast(example["label"], tf.int32)
-  return parse
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,9 +215,9 @@ def normalization_stats(data_config, builder=None) -> tuple[tuple[float, ...], t
 @functools.lru_cache(maxsize=32)
 def _measured_stats(name, builder_config, data_dir, split, size, channels):
   builder = get_builder(name, builder_config, data_dir)
-  parse = parse_fn(builder)
+  parse = tfrecords.parse_fn(builder)
   decode = preprocess.eval_fn("cifar", image_size=size, channels=channels)
-  images = split_records(builder, split).take(_STATS_EXAMPLES).map(
+  images = tfrecords.read_split(builder, split).take(_STATS_EXAMPLES).map(
       lambda record: decode(parse(record)[0]), num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   pixels = np.concatenate([b.reshape(-1, channels) for b in images.batch(256).as_numpy_iterator()])
   pixels = pixels.astype(np.float64)
@@ -289,7 +242,7 @@ def export_images(name: str, *, builder_config=None, data_dir=None, split: str, 
     builder = prepare(name, builder_config=builder_config, data_dir=data_dir)
   else:
     builder = get_builder(name, builder_config, data_dir)
-  split_info(builder, split)
+  tfrecords.split_info(builder, split)
   counts = folder.export_images(builder, split, out, per_class)
   classes = ", ".join(f"{c} {n}" for c, n in counts.items())
   return f"Wrote {sum(counts.values())} images of the {split!r} split of {name} to {out}: {classes}."

@@ -35,6 +35,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
+from resnet_jax.data import tfrecords
+
 PREFIX = "folder:"  # config.data.name = 'folder:PATH'
 BUILDER = "class_folders"  # The TFDS builder's registered name.
 VERSION = "1.0.0"
@@ -421,16 +423,14 @@ def export_images(builder, split: str, out: str, per_class: int) -> dict[str, in
   Raises:
     ValueError: `out` exists and is not empty, `per_class` < 1, or the split is unknown.
   """
-  from resnet_jax.data import datasets
-
   check_export_target(out, per_class)
   names = builder.info.features["label"].names
-  digits = len(str(datasets.split_info(builder, split).num_examples))
+  digits = len(str(tfrecords.split_info(builder, split).num_examples))
   counts = {name: 0 for name in names}
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
   tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.{uuid.uuid4().hex[:8]}.tmp")
-  examples = datasets.split_records(builder, split).map(datasets.parse_fn(builder)).enumerate()
+  examples = tfrecords.read_split(builder, split).map(tfrecords.parse_fn(builder)).enumerate()
   try:
     for index, (data, label) in examples.as_numpy_iterator():
       name = names[int(label)]

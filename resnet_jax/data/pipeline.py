@@ -13,17 +13,19 @@ Training order. The order of epoch `e` is a pure function of (seed, e), built on
 Each epoch yields steps_per_epoch = num_train // global_batch_size batches on every process (the remainder is
 dropped), and each example's augmentation is seeded by (seed, epoch, example id).
 
-Exact resume. Because the order and the augmentation are functions of the step alone, nothing needs to be saved
-with a checkpoint: `train_iterator(start_step=k)` recomputes the epoch and position of step k and skips the records
-already consumed in that epoch *before* decoding them. With cache=True the skip is free (an index into the
+Exact resume. Because the order and the augmentation are functions of the step alone, a checkpoint holds no
+iterator state: `train_stream(start_step=k)` recomputes the epoch and position of step k and skips the records
+already consumed in that epoch *before* decoding them (with `start_position`, the count a run saved, where corrupt
+records were skipped before step k; see below). With cache=True the skip is free (an index into the
 permutation). When streaming it re-reads, without decoding, the part of the current epoch already consumed: at most
 one epoch of raw reads, on average half (for ImageNet: ~640k records, ~70 GB, minutes on fast storage, no JPEG
 decoding); completed epochs are never replayed.
 
 Corrupt records. In training, a record that cannot be parsed or decoded is skipped (`ignore_errors`) and counted
-in the log; the epoch uses the next record in its place. (Resume then stays exact unless a corrupt record lies in
-the part of an epoch being skipped on resume: the resumed run is shifted by that many records.) In evaluation a
-corrupt record raises a ValueError naming the record.
+in the log; the epoch uses the next record in its place. Resume stays exact: a checkpoint saves, per process, how
+many records of the current epoch its stream has read (the `position` that `train_stream` yields with every batch),
+and `train_stream(start_position=...)` skips exactly those. In evaluation a corrupt record raises a ValueError
+naming the record.
 
 Evaluation. Each process reads its contiguous part of the eval split in order, batches of global_batch_size //
 process_count, the last one padded and masked; every process runs the same number of batches
@@ -37,7 +39,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from resnet_jax.data import datasets, preprocess
+from resnet_jax import distributed
+from resnet_jax.data import datasets, preprocess, tfrecords
 
 # Files read at once when streaming: enough to mix records from several files and overlap their I/O.
 _CYCLE_LENGTH = 16
@@ -109,7 +112,7 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     return positions.map(record)
   epoch_seed = _fold(_fold(preprocess.example_seed(seed), process_index), epoch)
   part = datasets.process_split(split, process_index, process_count)
-  filenames, skips, takes = datasets.file_instructions(builder, part)
+  filenames, skips, takes = tfrecords.file_instructions(builder, part)
   records = _streamed_epoch(tf.constant(filenames), tf.constant(skips, tf.int64), tf.constant(takes, tf.int64),
                             epoch_seed, shuffle_buffer)
   # Ids above 2**40 per process keep the augmentation seeds of different processes apart.
@@ -155,9 +158,9 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
   builder = builder or datasets.builder_for(data_config)
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
-  local_batch = datasets.local_batch_size(global_batch_size, process_count)
+  local_batch = distributed.local_batch_size(global_batch_size, process_count)
   split = datasets.train_split(data_config)
-  steps = steps_per_epoch(datasets.split_info(builder, split).num_examples, global_batch_size)
+  steps = steps_per_epoch(tfrecords.split_info(builder, split).num_examples, global_batch_size)
   per_epoch = steps * local_batch
   start_epoch, start_offset = divmod(start_step, steps)
   start_offset *= local_batch  # Examples of the epoch already trained on.
@@ -173,11 +176,11 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
                                 crop_fraction=data_config.crop_fraction, flip=data_config.flip,
                                 rotation_degrees=data_config.rotation_degrees,
                                 color_jitter_strength=data_config.color_jitter)
-  parse = datasets.parse_fn(builder)
+  parse = tfrecords.parse_fn(builder)
   mean, std = datasets.normalization_stats(data_config, builder)
   cache_records = None
   if data_config.cache:
-    cache_records = datasets.load_records(builder, split)
+    cache_records = tfrecords.load_records(builder, split)
   shuffle_buffer = data_config.shuffle_buffer
   calls = _parallel_calls(data_config)
 
@@ -229,20 +232,15 @@ def train_stream(data_config, *, global_batch_size: int, seed: int, start_step: 
     global_batch_size // process_count, where `position` counts the records of the epoch this process has read
     up to and including the batch. Every epoch has `num_train // global_batch_size` batches.
   """
-  process_index, process_count = datasets.resolve_processes(process_index, process_count)
+  process_index, process_count = distributed.resolve_processes(process_index, process_count)
   builder = datasets.builder_for(data_config)
   dataset = train_dataset(data_config, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
                           start_position=start_position, process_index=process_index, process_count=process_count,
                           builder=builder)
-  steps = steps_per_epoch(datasets.split_info(builder, datasets.train_split(data_config)).num_examples,
+  steps = steps_per_epoch(tfrecords.split_info(builder, datasets.train_split(data_config)).num_examples,
                           global_batch_size)
   first = (start_step % steps) * (global_batch_size // process_count) if start_position is None else start_position
   return _count_skipped(dataset.as_numpy_iterator(), first, data_config.name)
-
-
-def train_iterator(data_config, **kwargs) -> Iterator[dict[str, np.ndarray]]:
-  """The batches of `train_stream(data_config, **kwargs)`, without their positions."""
-  return (batch for batch, _ in train_stream(data_config, **kwargs))
 
 
 def _count_skipped(batches, first_position: int, name: str):
@@ -267,14 +265,14 @@ def _count_skipped(batches, first_position: int, name: str):
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------------
 def _part_sizes(builder, split, process_count) -> list[int]:
-  return [datasets.split_info(builder, datasets.process_split(split, i, process_count)).num_examples
+  return [tfrecords.split_info(builder, datasets.process_split(split, i, process_count)).num_examples
           for i in range(process_count)]
 
 
 def num_eval_steps(data_config, *, global_batch_size: int, process_count=None) -> int:
   """Evaluation batches per process: enough for the largest process part, the same on every process."""
-  _, process_count = datasets.resolve_processes(0, process_count)
-  local_batch = datasets.local_batch_size(global_batch_size, process_count)
+  _, process_count = distributed.resolve_processes(0, process_count)
+  local_batch = distributed.local_batch_size(global_batch_size, process_count)
   builder = datasets.builder_for(data_config)
   largest = max(_part_sizes(builder, datasets.eval_split(data_config, builder), process_count))
   return math.ceil(largest / local_batch)
@@ -282,21 +280,22 @@ def num_eval_steps(data_config, *, global_batch_size: int, process_count=None) -
 
 def eval_dataset(data_config, *, local_batch_size: int, process_index: int = 0, process_count: int = 1,
                  builder=None) -> tf.data.Dataset:
-  """This process's part of the eval split, in stored order, as unpadded uint8 batches {'image', 'label'}."""
+  """This process's part of the eval split, in stored order, as unpadded batches {'image': float32 normalised,
+  'label'} (`datasets.eval_transform`, then normalised as training batches are)."""
   builder = builder or datasets.builder_for(data_config)
   part = datasets.process_split(datasets.eval_split(data_config, builder), process_index, process_count)
-  size = datasets.image_size(data_config, builder)
-  prepare_image = preprocess.eval_fn(datasets.family(data_config), image_size=size,
-                                     channels=datasets.channels(data_config, builder),
-                                     crop_fraction=data_config.crop_fraction)
-  parse = datasets.parse_fn(builder)
+  prepare_image, (mean, std) = datasets.eval_transform(data_config, builder)
+  parse = tfrecords.parse_fn(builder)
 
   def example(record):
     image_bytes, label = parse(record)
     return {"image": prepare_image(image_bytes), "label": label}
-  examples = datasets.split_records(builder, part).map(example, num_parallel_calls=_parallel_calls(data_config),
-                                              deterministic=True)
-  return examples.batch(local_batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(data_config))
+  calls = _parallel_calls(data_config)
+  examples = tfrecords.read_split(builder, part).map(example, num_parallel_calls=calls, deterministic=True)
+  batches = examples.batch(local_batch_size).map(
+      lambda b: {**b, "image": preprocess.normalize(b["image"], mean, std)}, num_parallel_calls=calls,
+      deterministic=True)
+  return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(data_config))
 
 
 def eval_iterator(data_config, *, global_batch_size: int, process_index=None, process_count=None):
@@ -310,23 +309,21 @@ def eval_iterator(data_config, *, global_batch_size: int, process_index=None, pr
   Raises:
     ValueError: (while iterating) a record cannot be decoded; the message names it.
   """
-  process_index, process_count = datasets.resolve_processes(process_index, process_count)
-  local_batch = datasets.local_batch_size(global_batch_size, process_count)
+  process_index, process_count = distributed.resolve_processes(process_index, process_count)
+  local_batch = distributed.local_batch_size(global_batch_size, process_count)
   builder = datasets.builder_for(data_config)
   steps = num_eval_steps(data_config, global_batch_size=global_batch_size, process_count=process_count)
   dataset = eval_dataset(data_config, local_batch_size=local_batch, process_index=process_index,
                          process_count=process_count, builder=builder)
-  mean, std = datasets.normalization_stats(data_config, builder)
   size = datasets.image_size(data_config, builder)
   shape = (size, size, datasets.channels(data_config, builder))
-  return _padded_eval_batches(dataset, steps, local_batch, shape, mean, std,
+  return _padded_eval_batches(dataset, steps, local_batch, shape,
                               lambda step: _corrupt_record_error(data_config, builder, process_index,
                                                                  process_count, step * local_batch, local_batch))
 
 
-def _padded_eval_batches(dataset, steps, local_batch, shape, mean, std, on_error):
+def _padded_eval_batches(dataset, steps, local_batch, shape, on_error):
   batches = dataset.as_numpy_iterator()
-  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
   for step in range(steps):
     try:
       batch = next(batches, None)
@@ -337,7 +334,7 @@ def _padded_eval_batches(dataset, steps, local_batch, shape, mean, std, on_error
     mask = np.zeros((local_batch,), np.float32)
     if batch is not None:
       n = len(batch["label"])
-      image[:n] = (batch["image"].astype(np.float32) - mean) / std
+      image[:n] = batch["image"]
       label[:n] = batch["label"]
       mask[:n] = 1.0
     yield {"image": image, "label": label, "mask": mask}
@@ -347,12 +344,10 @@ def _corrupt_record_error(data_config, builder, process_index, process_count, st
   """Finds the first record in [start, start + count) of this process's eval part that fails, and names it."""
   split = datasets.eval_split(data_config, builder)
   part = datasets.process_split(split, process_index, process_count)
-  parse = datasets.parse_fn(builder)
-  prepare_image = preprocess.eval_fn(datasets.family(data_config), image_size=datasets.image_size(data_config, builder),
-                                     channels=datasets.channels(data_config, builder),
-                                     crop_fraction=data_config.crop_fraction)
-  filenames, skips, takes = datasets.file_instructions(builder, part)
-  for offset, record in enumerate(datasets.split_records(builder, part).skip(start).take(count)):
+  parse = tfrecords.parse_fn(builder)
+  prepare_image, _ = datasets.eval_transform(data_config, builder)
+  filenames, skips, takes = tfrecords.file_instructions(builder, part)
+  for offset, record in enumerate(tfrecords.read_split(builder, part).skip(start).take(count)):
     try:
       prepare_image(parse(record)[0])
     except (tf.errors.OpError, ValueError) as error:

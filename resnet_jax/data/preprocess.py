@@ -25,18 +25,12 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-# TensorFlow only feeds the input pipeline; accelerators belong to JAX.
-try:
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TensorFlow already initialised its devices (someone imported it first); nothing to undo.
-  pass
-
 FAMILIES = ("cifar", "imagenet")
 
 # Per-channel statistics on the 0-255 scale.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-# Training-split statistics of well-known small datasets; others are measured (see pipeline.normalization_stats).
+# Training-split statistics of well-known small datasets; others are measured (see datasets.normalization_stats).
 KNOWN_STATS = {
     "cifar10": ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
     "cifar100": ((129.30, 124.07, 112.43), (68.17, 65.39, 70.42)),

@@ -18,6 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from resnet_jax import distributed
 from resnet_jax.data.dataset_info import DatasetInfo
 
 NAME = "synthetic"
@@ -39,8 +40,9 @@ def info(data_config) -> DatasetInfo:
 
 
 @functools.lru_cache(maxsize=None)
-def _generator(batch_size: int, image_shape: tuple, num_classes: int, sharding):
-  """A jitted (key, step) -> batch function whose outputs are laid out by `sharding` (each device draws its part)."""
+def batch_fn(batch_size: int, image_shape: tuple, num_classes: int, sharding):
+  """A jitted (key, step) -> batch function whose outputs are laid out by `sharding` (each device draws its part):
+  the one maker of synthetic batches (the iterators below, the benchmark)."""
   out_shardings = None if sharding is None else {"image": sharding, "label": sharding}
 
   @functools.partial(jax.jit, out_shardings=out_shardings)
@@ -64,7 +66,7 @@ def train_iterator(data_config, *, global_batch_size: int, seed: int, start_step
     sharding: layout of the batch (e.g. NamedSharding(mesh, P('data'))); None for the default device.
   """
   dataset = info(data_config)
-  generate = _generator(global_batch_size, dataset.image_shape, dataset.num_classes, sharding)
+  generate = batch_fn(global_batch_size, dataset.image_shape, dataset.num_classes, sharding)
   key = jax.random.key(seed)
   step = start_step
   while True:
@@ -80,13 +82,10 @@ def host_train_iterator(data_config, *, global_batch_size: int, seed: int, start
   B = global_batch_size // process_count.
   """
   del start_step  # Every step sees the same batch.
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
-  if global_batch_size % process_count:
-    raise ValueError(f"The global batch size ({global_batch_size}) must be a multiple of the number of processes "
-                     f"({process_count}).")
+  process_index, process_count = distributed.resolve_processes(process_index, process_count)
+  local_batch = distributed.local_batch_size(global_batch_size, process_count)
   dataset = info(data_config)
-  generate = _generator(global_batch_size // process_count, dataset.image_shape, dataset.num_classes, None)
+  generate = batch_fn(local_batch, dataset.image_shape, dataset.num_classes, None)
   batch = jax.device_get(generate(jax.random.key(seed), process_index))
   while True:
     yield batch

@@ -1,22 +1,21 @@
 """Fig. 7's response statistics as numbers: per configuration, the standard deviation of each block's branch output
 at the last evaluation, summarised over blocks (mean, median, largest, smallest) and averaged over seeds.
 
-  python benchmarks/ablations/depth_study/signal_stats.py > benchmarks/ablations/depth_study/signal_stats.md
+  python -m benchmarks.ablations.depth_study.signal_stats > benchmarks/ablations/depth_study/signal_stats.md
 """
 import collections
 import glob
-import json
 import os
 import statistics
+
+from resnet_jax import results, sweep
 
 RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
 
 
 def last_signal(run_dir):
-  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  last = [r for r in rows if any(k.startswith("signal/") for k in r)][-1]
-  return [v for k, v in last.items() if k.startswith("signal/")]
+  """Each block's branch-output standard deviation at the run's last evaluation (`results.signal_profile`)."""
+  return [std for _, std in results.signal_profile(sweep.read_metrics(run_dir))]
 
 
 def main():
