@@ -63,7 +63,7 @@ class ResidualBlock(nn.Module):
   Convolution i (from 1) is named `conv{i}` and its BatchNorm `bn{i}` (after the conv in v1/v1.5, before it in
   'preact').
   """
-  width: int  # output width of a basic block, inner width of a bottleneck
+  channels: int  # output channels of a basic block, inner channels of a bottleneck
   strides: int
   variant: str
   shortcut: str
@@ -71,7 +71,7 @@ class ResidualBlock(nn.Module):
   norm: ModuleDef
   act: Callable[[jax.Array], jax.Array]
   zero_init: bool = False  # last BatchNorm scale starts at zero
-  drop: bool = False  # lesion: skip the residual branch at inference
+  lesioned: bool = False  # skip the residual branch at inference (a lesion study; not a regulariser)
   preactivate: bool = True  # 'preact': False when the stem has already applied BN + activation
   expansion: ClassVar[int] = 1
 
@@ -81,7 +81,7 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    features = self.width * self.expansion
+    features = self.channels * self.expansion
     changes_shape = self.strides != 1 or x.shape[-1] != features
     preact = self.variant == "preact"
     # Pre-activation units normalise their input once for both paths: the projection shortcut reads the
@@ -108,15 +108,15 @@ class ResidualBlock(nn.Module):
     else:
       shortcut = pad_identity(x, self.strides, features)
 
-    dropped = self.drop and not train
-    if dropped:
+    skipped = self.lesioned and not train
+    if skipped:
       # The branch is still built (so parameters exist whatever mode `init` runs in); XLA removes it.
       y = jnp.zeros_like(y)
     self.sow(INTERMEDIATES, "branch", y)
 
     if shortcut is None:
       # A removed layer of a plain network passes its input through (the caller forbids it where shapes change).
-      return x if dropped else (y if preact else self.act(y))
+      return x if skipped else (y if preact else self.act(y))
     out = shortcut + y
     return out if preact else self.act(out)
 
@@ -126,7 +126,7 @@ class BasicBlock(ResidualBlock):
   expansion: ClassVar[int] = 1
 
   def layers(self):
-    return ((self.width, 3, self.strides), (self.width, 3, 1))
+    return ((self.channels, 3, self.strides), (self.channels, 3, 1))
 
 
 class Bottleneck(ResidualBlock):
@@ -135,7 +135,7 @@ class Bottleneck(ResidualBlock):
 
   def layers(self):
     s1, s2 = (self.strides, 1) if self.variant == "v1" else (1, self.strides)
-    return ((self.width, 1, s1), (self.width, 3, s2), (self.width * 4, 1, 1))
+    return ((self.channels, 1, s1), (self.channels, 3, s2), (self.channels * 4, 1, 1))
 
 
 class Stem(nn.Module):
@@ -164,18 +164,18 @@ class Stage(nn.Module):
   """`num_blocks` blocks; the first one carries the stride."""
   block: ModuleDef  # a block class with the shared settings bound (functools.partial)
   num_blocks: int
-  width: int
+  channels: int
   strides: int
-  dropped: tuple[int, ...] = ()  # indices within this stage
+  lesioned: tuple[int, ...] = ()  # indices within this stage
   preactivate_first: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for j in range(self.num_blocks):
       x = self.block(
-          width=self.width,
+          channels=self.channels,
           strides=self.strides if j == 0 else 1,
-          drop=j in self.dropped,
+          lesioned=j in self.lesioned,
           preactivate=self.preactivate_first or j > 0,
           name=f"block{j}",
       )(x, train)

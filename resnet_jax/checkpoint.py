@@ -51,7 +51,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-from resnet_jax import files
+from resnet_jax import files, trees
 
 # Conventional checkpoint directory inside a workdir (resnet_jax.files.CHECKPOINT_DIR).
 SUBDIR = files.CHECKPOINT_DIR
@@ -123,27 +123,9 @@ def _set_aside_incomplete(directory: epath.Path) -> None:
 # Comparing a checkpoint's tree with the tree a caller wants.
 
 
-def key_str(key: Any) -> str:
-  """One path component as it reads in a parameter name."""
-  for attr in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey, GetAttrKey, SequenceKey
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
-  """'a/b/c' path -> (shape, dtype or None) for every leaf of `tree`, in flattening order.
-
-  Dataclass fields, dict keys and sequence indices all become plain path components, which is how Orbax
-  stores them, so a live train state and a checkpoint's metadata tree compare directly.
-  """
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {"/".join(key_str(k) for k in path): (_shape(leaf), getattr(leaf, "dtype", None)) for path, leaf in leaves}
-
-
-def _shape(leaf: Any) -> tuple[int, ...]:
-  # Arrays, ShapeDtypeStructs and Orbax's array metadata all have `.shape`; Python scalars do not.
-  return tuple(leaf.shape) if hasattr(leaf, "shape") else tuple(np.shape(leaf))
+def _spec(leaf: Any) -> tuple[tuple[int, ...], Any]:
+  """(shape, dtype or None) of a live array, a ShapeDtypeStruct or Orbax's metadata of a saved one."""
+  return trees.shape(leaf), getattr(leaf, "dtype", None)
 
 
 def _same_dtype(a: Any, b: Any) -> bool:
@@ -155,34 +137,42 @@ def _same_dtype(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
+def _same_spec(a: Any, b: Any) -> bool:
+  return a[0] == b[0] and _same_dtype(a[1], b[1])
+
+
 def _check_same_tree(saved: Any, wanted: Any, where: str) -> None:
-  """Raises ValueError naming the first leaf where `wanted` and the checkpoint `saved` disagree."""
-  saved_specs, wanted_specs = _leaf_specs(saved), _leaf_specs(wanted)
-  for path, (shape, dtype) in wanted_specs.items():
-    if path not in saved_specs:
-      raise ValueError(
-          f"'{path}' (shape {shape}) is not in the checkpoint {where}. The train state's structure differs "
-          "from the one that was saved: restore with the same model, optimizer and config as the run that "
-          "wrote it.")
-    saved_shape, saved_dtype = saved_specs[path]
-    if saved_shape != shape or not _same_dtype(saved_dtype, dtype):
-      raise ValueError(
-          f"'{path}' has shape {saved_shape} and dtype {saved_dtype} in the checkpoint {where}, but the "
-          f"target has shape {shape} and dtype {dtype}. Restore with the same model and config as the run "
-          "that wrote it (use init_from with merge_for_finetune to change the head).")
-  extra = [path for path in saved_specs if path not in wanted_specs]
-  if extra:
+  """Raises ValueError naming the first leaf where `wanted` and the checkpoint `saved` disagree (`trees.flatten`
+  names both the same way, so a live train state and a checkpoint's metadata tree compare directly)."""
+  saved_specs = {p: _spec(leaf) for p, leaf in trees.flatten(saved).items()}
+  wanted_specs = {p: _spec(leaf) for p, leaf in trees.flatten(wanted).items()}
+  found = trees.differences(wanted_specs, saved_specs, _same_spec)
+  if not found:
+    return
+  kind, path = found[0]
+  name = "/".join(path)
+  if kind == "missing":
     raise ValueError(
-        f"The checkpoint {where} has '{extra[0]}' (shape {saved_specs[extra[0]][0]}), which the target train "
-        f"state lacks ({len(extra)} such leaves). Restore with the same model, optimizer and config as the run "
-        "that wrote it.")
+        f"'{name}' (shape {wanted_specs[path][0]}) is not in the checkpoint {where}. The train state's structure "
+        "differs from the one that was saved: restore with the same model, optimizer and config as the run that "
+        "wrote it.")
+  if kind == "different":
+    (saved_shape, saved_dtype), (shape, dtype) = saved_specs[path], wanted_specs[path]
+    raise ValueError(
+        f"'{name}' has shape {saved_shape} and dtype {saved_dtype} in the checkpoint {where}, but the "
+        f"target has shape {shape} and dtype {dtype}. Restore with the same model and config as the run "
+        "that wrote it (use init_from with merge_for_finetune to change the head).")
+  raise ValueError(
+      f"The checkpoint {where} has '{name}' (shape {saved_specs[path][0]}), which the target train "
+      f"state lacks ({len(found)} such leaves). Restore with the same model, optimizer and config as the run "
+      "that wrote it.")
 
 
 def _check_has_shardings(abstract_state: Any) -> None:
   """The target shardings are what makes a restore topology-independent: insist on them."""
-  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+  for path, leaf in trees.flatten(abstract_state).items():
     if hasattr(leaf, "shape") and getattr(leaf, "sharding", None) is None:
-      name = "/".join(key_str(k) for k in path)
+      name = "/".join(path)
       raise ValueError(
           f"abstract_state leaf '{name}' has no sharding. Give every leaf its target sharding, e.g. "
           "jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec)), or jax.eval_shape the "

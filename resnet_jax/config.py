@@ -25,7 +25,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from resnet_jax import files
+from resnet_jax import files, models
 
 PREFIX = "--config."
 
@@ -153,9 +153,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the first setting out of range and what it must be.
   """
-  positive = (lambda v: v > 0, "must be positive")
-  non_negative = (lambda v: v >= 0, "must be zero or positive")
-  unit = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+  positive, non_negative, unit = (models.RANGES[name] for name in ("positive", "non_negative", "unit"))
   checks = {
       "batch_size": positive, "eval_batch_size": positive, "num_epochs": positive, "num_steps": positive,
       "seed": non_negative, "label_smoothing": unit, "log_every_steps": positive, "eval_every_steps": positive,
@@ -167,7 +165,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       "optimizer.momentum": unit, "optimizer.weight_decay": non_negative, "optimizer.grad_clip_norm": positive,
       "optimizer.ema_decay": unit, "optimizer.b2": unit, "optimizer.eps": positive,
       "optimizer.trust_coefficient": positive, "optimizer.backbone_lr_multiplier": non_negative,
-      "model.width": positive, "model.dropout": unit, "model.bn_momentum": unit, "model.bn_epsilon": positive,
+      # The model's knobs declare their own ranges (models.knob's `valid`).
+      **{f"model.{name}": models.RANGES[spec["valid"]] for name, spec in models.knob_specs().items()
+         if spec["valid"]},
       "data.image_size": positive, "data.crop_fraction": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
       "data.shuffle_buffer": positive, "data.num_classes": positive,
       "data.num_parallel_calls": (lambda v: v == -1 or v > 0, "must be -1 (autotune) or positive"),

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from resnet_jax import trees
 from resnet_jax.checkpoint import (
   COMMIT_MARKER,
   META,
@@ -25,7 +26,6 @@ from resnet_jax.checkpoint import (
   as_path,
   complete_steps,
   is_complete,
-  key_str,
   state_metadata,
 )
 
@@ -108,8 +108,7 @@ def load_params(path: os.PathLike | str) -> dict[str, Any]:
 
 
 def _flat(variables: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
-  leaves, _ = jax.tree_util.tree_flatten_with_path(_plain(variables))
-  return {tuple(key_str(k) for k in path): leaf for path, leaf in leaves}
+  return trees.flatten(_plain(variables))
 
 
 def _like(loaded: Any, init: Any) -> np.ndarray:
@@ -149,21 +148,19 @@ def merge_for_finetune(init_variables: Mapping[str, Any],
   def name(path: tuple[str, ...]) -> str:
     return "/".join(path)
 
-  merged = {}
-  for path, value in init.items():
-    if in_head(path):
-      continue
-    if path not in loaded:
-      raise ValueError(f"'{name(path)}' (shape {np.shape(value)}) of the model is not in the loaded weights. "
+  body = trees.differences({p: v for p, v in init.items() if not in_head(p)},
+                            {p: v for p, v in loaded.items() if not in_head(p)})
+  if body:
+    kind, path = body[0]
+    if kind == "missing":
+      raise ValueError(f"'{name(path)}' (shape {np.shape(init[path])}) of the model is not in the loaded weights. "
                        "They come from another architecture; check the model name and knobs.")
-    if np.shape(loaded[path]) != np.shape(value):
+    if kind == "different":
       raise ValueError(f"'{name(path)}' has shape {np.shape(loaded[path])} in the loaded weights but "
-                       f"{np.shape(value)} in the model; check the model name and knobs (width, variant...).")
-    merged[path] = _like(loaded[path], value)
-  for path, value in loaded.items():
-    if not in_head(path) and path not in init:
-      raise ValueError(f"'{name(path)}' (shape {np.shape(value)}) of the loaded weights is not in the model. "
-                       "They come from another architecture; check the model name and knobs.")
+                       f"{np.shape(init[path])} in the model; check the model name and knobs (width, variant...).")
+    raise ValueError(f"'{name(path)}' (shape {np.shape(loaded[path])}) of the loaded weights is not in the model. "
+                     "They come from another architecture; check the model name and knobs.")
+  merged = {path: _like(loaded[path], value) for path, value in init.items() if not in_head(path)}
 
   init_head = {p: v for p, v in init.items() if in_head(p)}
   loaded_head = {p: v for p, v in loaded.items() if in_head(p)}

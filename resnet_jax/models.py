@@ -56,24 +56,35 @@ ACTIVATIONS = {
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def knob(default: Any, doc: str, *, choices: Sequence[Any] | None = None, config_type: type | None = None,
-         set_by: str | None = None) -> Any:
+# The ranges a numeric setting can be declared with (a knob's `valid`, and config.validate's own table): name ->
+# (test, what the error says). One definition, used by the model and by config validation.
+RANGES = {
+    "positive": (lambda v: v > 0, "must be positive"),
+    "non_negative": (lambda v: v >= 0, "must be zero or positive"),
+    "unit": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+}
+
+
+def knob(default: Any, doc: str, *, choices: Sequence[Any] | None = None, valid: str | None = None,
+         config_type: type | None = None, set_by: str | None = None) -> Any:
   """Declares a model knob: a `ResNet` field with its documentation, in one place.
 
   Everything else about the knob is derived from this declaration: `KNOBS`, the `config.model` field of the same
   name (declared in configs/default.py from `knob_specs`, typed by `config_type` or the default's type; `None`
-  there keeps the model's default), the docs table (`knob_table`), the validation of `choices`.
+  there keeps the model's default), the docs table (`knob_table`), the validation of `choices` and of the numeric
+  range `valid` (by the model, and by `config.validate` before a run starts).
 
   Args:
     default: the value of the generic network (the named CIFAR models override a few, see `_MODELS`).
     doc: one line: what the knob does.
     choices: the allowed values, where they are a fixed set.
+    valid: the allowed range of a number, a key of `RANGES`.
     config_type: the config field's type where the default's type does not say it (None defaults, dtypes).
     set_by: where a knob is set by the engine from another config field (e.g. the compute dtype from
       `config.dtype`) instead of from `config.model`.
   """
   return dataclasses.field(default=default, metadata={
-      "knob": True, "doc": doc, "choices": tuple(choices) if choices is not None else None,
+      "knob": True, "doc": doc, "choices": tuple(choices) if choices is not None else None, "valid": valid,
       "config_type": config_type or type(default), "set_by": set_by})
 
 
@@ -107,16 +118,16 @@ class ResNet(nn.Module):
   head: str = knob("dense", "classifier: 'dense'; 'conv', a 1x1 convolution before pooling (same parameters and, "
                    "with 'avg' pooling, the same logits as 'dense'); 'mlp', hidden layers first", choices=HEADS)
   head_hidden: tuple[int, ...] = knob((), "hidden widths of the 'mlp' head, e.g. (4096, 4096)")
-  dropout: float = knob(0.0, "dropout rate before the classifier's last layer")
+  dropout: float = knob(0.0, "dropout rate before the classifier's last layer", valid="unit")
   activation: str = knob("relu", "the nonlinearity everywhere (stem, blocks, hidden layers)",
                          choices=tuple(ACTIVATIONS))
-  width: float = knob(1.0, "channel multiplier of the stem and every stage")
+  width: float = knob(1.0, "channel multiplier of the stem and every stage", valid="positive")
   dtype: Any = knob(jnp.float32, "compute dtype (BatchNorm statistics and the logits stay float32)",
                     config_type=str, set_by="config.dtype")
   param_dtype: Any = knob(jnp.float32, "dtype of the conv and dense parameters (BatchNorm's stay float32)",
                           config_type=str)
-  bn_momentum: float = knob(0.9, "momentum of BatchNorm's running averages")
-  bn_epsilon: float = knob(1e-5, "BatchNorm's epsilon")
+  bn_momentum: float = knob(0.9, "momentum of BatchNorm's running averages", valid="unit")
+  bn_epsilon: float = knob(1e-5, "BatchNorm's epsilon", valid="positive")
   bn_axis_name: str | None = knob(None, "named mapped axis over which BatchNorm averages its batch statistics",
                                   config_type=str, set_by="config.sync_batch_stats")
   bn_axis_index_groups: Any = knob(None, "device groups of that axis whose statistics are averaged together, "
@@ -150,14 +161,11 @@ class ResNet(nn.Module):
     if self.head == "conv" and self.global_pool == "flatten":
       raise ValueError("head='conv' classifies every position before pooling; combine it with global_pool 'avg' "
                        "or 'max', not 'flatten'")
-    if not 0.0 <= self.dropout < 1.0:
-      raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-    if not self.width > 0:
-      raise ValueError(f"width multiplier must be positive, got {self.width}")
-    if not 0.0 <= self.bn_momentum < 1.0:
-      raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
-    if not self.bn_epsilon > 0:
-      raise ValueError(f"bn_epsilon must be positive, got {self.bn_epsilon}")
+    for name, spec in knob_specs().items():
+      if spec["valid"]:
+        ok, requirement = RANGES[spec["valid"]]
+        if not ok(getattr(self, name)):
+          raise ValueError(f"{name}={getattr(self, name)!r} {requirement}")
     if self.bn_axis_index_groups is not None and self.bn_axis_name is None:
       raise ValueError("bn_axis_index_groups needs bn_axis_name (the named axis the groups partition)")
     for knob in ("dtype", "param_dtype"):
@@ -227,8 +235,8 @@ class ResNet(nn.Module):
              name="stem")(x)
     first = 0
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
-      dropped = tuple(k - first for k in self.lesion_blocks if first <= k < first + num_blocks)
-      x = Stage(block, num_blocks, self._scaled(width), 1 if i == 0 else 2, dropped,
+      lesioned = tuple(k - first for k in self.lesion_blocks if first <= k < first + num_blocks)
+      x = Stage(block, num_blocks, self._scaled(width), 1 if i == 0 else 2, lesioned,
                 # The pre-activation stem already normalised and activated the first block's input.
                 preactivate_first=i > 0, name=f"stage{i + 1}")(x, backbone_train)
       first += num_blocks

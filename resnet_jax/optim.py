@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from resnet_jax import trees
+
 
 def _get(section: Any, name: str) -> Any:
   """`section.name` (a ConfigDict or any object with attributes): every field read here is declared, with its
@@ -225,14 +227,10 @@ def _main_schedule(name: str, cfg: Any, peak: float, decay_steps: int,
   if not boundaries:
     raise ValueError("Schedule 'step' needs its decay points: set schedule.boundaries_epochs or "
                      "schedule.boundaries_steps.")
-  factor = float(cfg.decay_factor)
-  if factor < 0:
-    raise ValueError(f"schedule.decay_factor must be non-negative, got {factor}.")
-  return _step(peak, factor, boundaries)
+  return _step(peak, float(cfg.decay_factor), boundaries)  # Its range is checked by config.validate.
 
 
-def create_schedule(schedule_config: Any, *, total_steps: int, steps_per_epoch: int | None,
-                    global_batch_size: int) -> optax.Schedule:
+def create_schedule(schedule_config: Any, plan: StepPlan, *, global_batch_size: int) -> optax.Schedule:
   """Builds the learning-rate schedule: linear warmup from 0 to the peak, then the named decay.
 
   The peak is `base_lr * global_batch_size / reference_batch`. Decays:
@@ -243,15 +241,13 @@ def create_schedule(schedule_config: Any, *, total_steps: int, steps_per_epoch: 
       T = total_steps - warmup steps.
     - 'constant': the peak.
 
-  Reads `name`, `base_lr`, `reference_batch`, `warmup_epochs` / `warmup_steps` (at most one set),
-  `boundaries_epochs` / `boundaries_steps` ('step' only), `decay_factor` ('step' only), `end_lr` (an absolute rate,
-  not scaled with the batch; 'cosine' and 'polynomial') and `power` ('polynomial' only), all declared in
-  configs/default.py.
+  Reads `name`, `base_lr`, `reference_batch`, `decay_factor` ('step' only), `end_lr` (an absolute rate, not
+  scaled with the batch; 'cosine' and 'polynomial') and `power` ('polynomial' only), all declared in
+  configs/default.py. The durations (training length, warmup, step-decay boundaries) are the plan's.
 
   Args:
     schedule_config: the `config.schedule` section.
-    total_steps: training length in steps (from `plan_steps`).
-    steps_per_epoch: steps per epoch, to resolve durations given in epochs (None if there are none).
+    plan: the run's durations in steps (`plan_steps`).
     global_batch_size: images per optimizer step, summed over all devices and processes.
 
   Returns:
@@ -268,7 +264,7 @@ def create_schedule(schedule_config: Any, *, total_steps: int, steps_per_epoch: 
     raise ValueError("schedule.base_lr is not set: give the learning rate for reference_batch (256) images.")
   peak = scaled_learning_rate(float(base_lr), global_batch_size,
                               int(schedule_config.reference_batch))
-  warmup, boundaries = _schedule_steps(schedule_config, total_steps, steps_per_epoch)
+  total_steps, warmup, boundaries = plan.total_steps, plan.warmup_steps, plan.boundaries
   # A zero-length decay (warmup as long as training) would divide by zero; it is never evaluated past its start.
   decay_steps = max(total_steps - warmup, 1)
   main = _main_schedule(name, schedule_config, peak, decay_steps, tuple(b - warmup for b in boundaries))
@@ -282,14 +278,6 @@ def create_schedule(schedule_config: Any, *, total_steps: int, steps_per_epoch: 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _key_name(key: Any) -> Any:
-  """The name of one pytree path entry (a dict key, attribute name or sequence index)."""
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return getattr(key, attr)
-  return key
-
-
 def weight_decay_mask(params: Any) -> Any:
   """True for the leaves that get weight decay: kernels (conv and dense weights) only.
 
@@ -298,7 +286,7 @@ def weight_decay_mask(params: Any) -> Any:
   and decaying them mostly shrinks activations rather than regularising. The decision is made from each leaf's
   name, so it holds for any flax parameter tree.
   """
-  return jax.tree_util.tree_map_with_path(lambda path, _: _key_name(path[-1]) == "kernel", params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: trees.key_str(path[-1]) == "kernel", params)
 
 
 def _sgd(cfg: Any, schedule: optax.Schedule, mask: Callable[[Any], Any]) -> optax.GradientTransformation:
@@ -390,10 +378,8 @@ def create_optimizer(optimizer_config: Any, schedule: optax.Schedule | float) ->
   if name not in OPTIMIZERS:
     raise ValueError(f'Unknown optimizer {name!r}: optimizer.name must be one of {", ".join(OPTIMIZERS)}.')
   tx = OPTIMIZERS[name](optimizer_config, schedule, weight_decay_mask)
-  clip = optimizer_config.grad_clip_norm
+  clip = optimizer_config.grad_clip_norm  # None: no clipping (its range is checked by config.validate).
   if clip is not None:
-    if clip <= 0:
-      raise ValueError(f"optimizer.grad_clip_norm must be positive, or None for no clipping; got {clip!r}.")
     tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
   tx = scale_backbone(tx, optimizer_config.backbone_lr_multiplier)
   return tx
@@ -410,10 +396,6 @@ def ema_update(ema_params: Any, params: Any, decay: float | jax.Array) -> Any:
   Pure and jittable; the average keeps the dtype of `ema_params`.
   """
   return jax.tree.map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), ema_params, params)
-
-
-def _path_names(path: tuple[Any, ...]) -> tuple[str, ...]:
-  return tuple(str(_key_name(k)) for k in path)
 
 
 def freeze_all_but(tx: optax.GradientTransformation, params: Any,
@@ -439,12 +421,12 @@ def freeze_all_but(tx: optax.GradientTransformation, params: Any,
 
   def labels(tree):
     def label(path, _):
-      names = _path_names(path)
+      names = tuple(map(trees.key_str, path))
       return "trainable" if any(names[:len(p)] == p for p in prefix_paths) else "frozen"
     return jax.tree_util.tree_map_with_path(label, tree)
 
   if "trainable" not in jax.tree.leaves(labels(params)):
-    top = sorted({_path_names(path)[0] for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]})
+    top = sorted({path[0] for path in trees.flatten(params)})
     raise ValueError(f"No parameters under {prefixes}: the prefix must start with one of the top-level names "
                      f"{top}.")
   return optax.partition({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
@@ -472,7 +454,7 @@ def scale_backbone(tx: optax.GradientTransformation, multiplier: float,
 
   def labels(params):
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: "head" if _path_names(path)[0] == head else "backbone", params)
+        lambda path, _: "head" if tuple(map(trees.key_str, path))[0] == head else "backbone", params)
 
   backbone = optax.set_to_zero() if multiplier == 0 else optax.scale(float(multiplier))
   if multiplier == 0:

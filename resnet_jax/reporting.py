@@ -6,8 +6,8 @@ call them unconditionally.
 - `metrics.jsonl` holds one JSON object per line: `{"step": ..., "split": "train" | "eval", <metric>: ...}`. Each
   line is appended and flushed on its own, so a crash can at worst cut the last line short; `truncate_jsonl`
   rewrites the file atomically without the lines a resumed run will write again.
-- TensorBoard scalars `<split>/<metric>` go to event files in the workdir. They are written with TensorFlow's
-  summary ops, imported only when the first `Reporter` with TensorBoard enabled starts, and kept off accelerators.
+- TensorBoard scalars `<split>/<metric>` go to event files in the workdir, written by tensorboardX (no TensorFlow
+  needed).
 - The workdir may be a local path or a URL that TensorFlow's file systems handle (gs://...); only URLs import
   TensorFlow for file access.
 - Model FLOPs utilisation (MFU) is the FLOP rate of the compiled train step over the device's peak (see
@@ -88,30 +88,34 @@ def _python_scalar(name: str, value: Any) -> int | float | bool:
 
 
 class _EventWriter:
-  """Scalars to TensorBoard event files through TensorFlow's summary ops.
-
-  `tf.summary.scalar` lives in the tensorboard package, which TensorFlow no longer depends on; `tf.summary.write`
-  with the 'scalars' plugin metadata produces the same events from TensorFlow alone.
-  """
+  """Scalars to TensorBoard event files through tensorboardX, which needs no TensorFlow: synthetic-data runs on an
+  accelerator image without TensorFlow write them too. A URL workdir (gs://...) is written through TensorFlow's
+  file systems, like every other run file (`files.open_file`)."""
 
   def __init__(self, logdir: str):
-    # Heavy, and only process 0 needs it. (Kept off accelerators by `startup.prepare_process`.)
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
-    self._tf = tf
-    self._writer = tf.summary.create_file_writer(logdir)
-    self._metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    from tensorboardX import SummaryWriter, record_writer  # pylint: disable=g-import-not-at-top
+    if files.is_url(logdir):
+      record_writer.register_writer_factory(logdir.split("://")[0], _RunFileFactory())
+    # Flushed by `write` itself, after every record.
+    self._writer = SummaryWriter(logdir=logdir, max_queue=1000, flush_secs=3600)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
-    tf = self._tf
-    with tf.device("/cpu:0"), self._writer.as_default():
-      for tag, value in scalars.items():
-        tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=self._metadata)
+    for tag, value in scalars.items():
+      self._writer.add_scalar(tag, value, global_step=step)
     self._writer.flush()
 
   def close(self) -> None:
     self._writer.close()
+
+
+class _RunFileFactory:
+  """tensorboardX's writer factory for URLs, opening files as `files.open_file` does."""
+
+  def open(self, path: str):
+    return files.open_file(path, "wb")
+
+  def directory_check(self, path: str) -> None:
+    files.makedirs(path)
 
 
 # ----------------------------------------------------------------------------------------------------------------

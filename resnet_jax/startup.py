@@ -99,7 +99,10 @@ class _QuietLibraries(logging.Filter):
 
 
 def _package_locations(name: str) -> list[str]:
-  spec = importlib.util.find_spec(name)
+  try:
+    spec = importlib.util.find_spec(name)
+  except (ImportError, ValueError):  # Not installed (or hidden, as the tests hide TensorFlow).
+    return []
   return list(spec.submodule_search_locations or []) if spec else []
 
 

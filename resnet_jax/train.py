@@ -24,6 +24,7 @@ from resnet_jax import checkpoint as ckpt_lib
 from resnet_jax import distributed, files, finetune, models, optim, parallel, reporting, workdir_lock
 from resnet_jax import flops as flops_lib
 from resnet_jax import metrics as metrics_lib
+from resnet_jax.data import dataset_info
 
 if TYPE_CHECKING:  # The engine runs without ml_collections (accelerator images may lack it).
   import ml_collections
@@ -178,7 +179,7 @@ def total_metrics(all_sums) -> dict[str, float]:
   """The finalised metrics of a sequence of per-batch (sum, count) collections, added in order on the devices."""
   totals = None
   for sums in all_sums:
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = metrics_lib.merge(totals, sums)
   return metrics_lib.finalize(jax.device_get(totals))
 
 
@@ -206,15 +207,11 @@ class Parts(NamedTuple):
 def build(config: ml_collections.ConfigDict, info) -> Parts:
   """Resolves `config` against the dataset `info`: step plan, models, schedule, optimizer, state constructor."""
   num_classes = config.data.num_classes or info.num_classes
-  steps_per_epoch = info.num_train // config.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"config.batch_size={config.batch_size} is larger than the {info.num_train} training "
-                     "examples; lower the batch size.")
+  steps_per_epoch = dataset_info.steps_per_epoch(info.num_train, config.batch_size)
   plan = optim.plan_steps(config, steps_per_epoch)
   model = create_model(config, num_classes, axis_name=AXIS if config.sync_batch_stats else None)
   eval_model = create_model(config, num_classes)
-  schedule = optim.create_schedule(config.schedule, total_steps=plan.total_steps, steps_per_epoch=steps_per_epoch,
-                                   global_batch_size=config.batch_size)
+  schedule = optim.create_schedule(config.schedule, plan, global_batch_size=config.batch_size)
   tx = optim.create_optimizer(config.optimizer, schedule)
   if config.freeze_backbone:
     shapes = jax.eval_shape(functools.partial(init_variables, eval_model, image_shape=info.image_shape),

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import files, models
+from resnet_jax import files, models, trees
 
 # Keras builds ResNet50 in the paper's v1 layout with BatchNorm epsilon 1.001e-5. Create the receiving model with
 # `models.create('resnet50', num_classes=1000, **KERAS_RESNET50_KNOBS)`. (With the default epsilon 1e-5 the
@@ -40,19 +40,16 @@ def _put(tree: Tree, path: tuple[str, ...], value: np.ndarray) -> None:
   tree[path[-1]] = np.asarray(value, np.float32)
 
 
-def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(str(k.key) for k in path): tuple(leaf.shape) for path, leaf in flat}
-
-
 def _check_matches(variables: Tree, model: models.ResNet, source: str) -> Tree:
   """Raises ValueError unless `variables` has exactly the paths and shapes `model.init` creates."""
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
-  want = _flat_shapes({k: expected[k] for k in ("params", "batch_stats")})
-  got = _flat_shapes(variables)
-  missing = sorted(set(want) - set(got))
-  unexpected = sorted(set(got) - set(want))
-  wrong = sorted(f"{p}: {got[p]} (expected {want[p]})" for p in set(want) & set(got) if want[p] != got[p])
+  want = trees.flatten({k: expected[k] for k in ("params", "batch_stats")})
+  got = trees.flatten(variables)
+  found = trees.differences(want, got)
+  missing = sorted("/".join(p) for kind, p in found if kind == "missing")
+  unexpected = sorted("/".join(p) for kind, p in found if kind == "unexpected")
+  wrong = sorted(f"{'/'.join(p)}: {trees.shape(got[p])} (expected {trees.shape(want[p])})"
+                 for kind, p in found if kind == "different")
   if missing or unexpected or wrong:
     raise ValueError(f"{source} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
                      f"unexpected {unexpected[:8]}, wrong shapes {wrong[:8]}")
@@ -287,8 +284,8 @@ def _torch_key(collection: str, path: tuple[str, ...]) -> str:
 
 def _flat_variables(variables: Tree):
   for collection in ("params", "batch_stats"):
-    for path, leaf in jax.tree_util.tree_flatten_with_path(variables.get(collection, {}))[0]:
-      yield collection, tuple(str(k.key) for k in path), leaf
+    for path, leaf in trees.flatten(variables.get(collection, {})).items():
+      yield collection, path, leaf
 
 
 def to_torchvision(variables: Tree) -> dict[str, np.ndarray]:

@@ -238,3 +238,16 @@ def processes_mentioning(text: str) -> list[int]:
     except OSError:
       pass
   return found
+
+
+def read_events(workdir: str) -> dict[tuple[int, str], float]:
+  """{(step, tag): value} of every scalar in the TensorBoard event files in `workdir`, read back by TensorFlow (as
+  TensorBoard reads them: tensorboardX writes simple values)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for path in tf.io.gfile.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        scalars[(event.step, value.tag)] = (value.simple_value if value.WhichOneof("value") == "simple_value"
+                                            else float(tf.make_ndarray(value.tensor)))
+  return scalars

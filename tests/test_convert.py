@@ -151,7 +151,8 @@ def test_torchvision_network_without_torchvision_is_a_clear_error():
   assert "pip install torchvision, or pass --state_dict" in result.stdout, result.stdout + result.stderr[-2000:]
 
 
-@pytest.mark.slow  # Run by CI's second pytest line (.ci/run).
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_random_resnet18_to_safetensors_and_back(tmp_path):
   """--from=random writes our initialisation in the torchvision / timm layout; --from=safetensors reads it back
   exactly, into weights that init_from merges (another class count: a fresh head)."""

@@ -92,6 +92,8 @@ def _plant_half_written(ckpt_dir, reference, latest):
   return planted + [name]
 
 
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_kill_9_and_half_written_checkpoints_then_rerun_resumes_from_last_complete_one(
     tmp_path, shapes_data_dir, xla_cache_dir, reference):
   """kill -9 at a random step after the first save; then saves that died half-way are planted; the rerun resumes
@@ -128,7 +130,8 @@ def test_kill_9_and_half_written_checkpoints_then_rerun_resumes_from_last_comple
   assert leftovers == [f"{NUM_STEPS}.incomplete"], leftovers
 
 
-@pytest.mark.slow  # Run by CI's second pytest line (.ci/run).
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_sigterm_saves_the_current_step_and_rerun_resumes_there(tmp_path, shapes_data_dir, xla_cache_dir,
                                                                 reference):
   workdir = str(tmp_path / "run")
@@ -152,7 +155,8 @@ def test_sigterm_saves_the_current_step_and_rerun_resumes_there(tmp_path, shapes
   _assert_same_run(workdir, reference)
 
 
-@pytest.mark.slow  # Run by CI's second pytest line (.ci/run).
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_resume_is_exact_after_a_corrupt_training_record(tmp_path, shapes_data_dir, xla_cache_dir):
   """One corrupt record, read early in epoch 0: a run stopped by SIGTERM after it and rerun reads the same records
   as the uninterrupted run on the same data (the checkpoint records where the input stream stands), so it ends
@@ -178,6 +182,7 @@ def test_resume_is_exact_after_a_corrupt_training_record(tmp_path, shapes_data_d
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_fault_campaign_kills_at_random_moments_and_the_run_ends_as_if_never_interrupted(
     tmp_path, shapes_data_dir, xla_cache_dir, reference):
   """kill -9 at random steps and in the middle of asynchronous checkpoint writes, then a SIGTERM, each followed by a
@@ -237,6 +242,8 @@ def test_fault_campaign_kills_at_random_moments_and_the_run_ends_as_if_never_int
 # ----------------------------------------------------------------------------------------------------------------
 # Divergence
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_non_finite_loss_stops_with_the_step_and_keeps_a_finite_checkpoint(tmp_path, shapes_data_dir,
                                                                            xla_cache_dir):
   """An absurd learning rate: the run stops with an error naming the step; every checkpoint it left is finite."""
@@ -260,6 +267,8 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_a_finite_checkpoint(tmp_p
 # ----------------------------------------------------------------------------------------------------------------
 # Topology
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_evaluate_on_other_device_counts(tmp_path, reference):
   """Trained and saved on 4 devices; evaluated by experiments.evaluate on 1 and on 2 devices: the same metrics."""
   workdirs = {1: reference, 2: str(tmp_path / "copy")}

@@ -109,6 +109,7 @@ def test_lesion_of_a_tiny_trained_resnet20_has_one_row_per_block(tmp_path, shape
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_a_lesion_study_killed_and_rerun_writes_the_same_table(tmp_path, shapes_small):
   """kill -9 half-way through the blocks: nothing is written (no half table), and a rerun writes the table an
   uninterrupted study writes. Run by CI."""

@@ -101,8 +101,9 @@ def test_fractional_step_counts_are_errors():
 
 
 def _schedule(total_steps=1000, steps_per_epoch=100, global_batch_size=512, **fields):
-  config = _config(**{"schedule.base_lr": 0.1, **{f"schedule.{k}": v for k, v in fields.items()}}).schedule
-  return optim.create_schedule(config, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+  config = _config(**{"num_steps": total_steps, "schedule.base_lr": 0.1,
+                      **{f"schedule.{k}": v for k, v in fields.items()}})
+  return optim.create_schedule(config.schedule, optim.plan_steps(config, steps_per_epoch),
                                global_batch_size=global_batch_size)
 
 
@@ -230,8 +231,8 @@ def test_gradient_clipping_bounds_the_global_norm(params):
   grads = jax.tree.map(lambda p: jnp.full_like(p, 10.0), params)
   updates = _first_update(_optimizer_config("sgd", momentum=0.0, grad_clip_norm=1.0), params, grads, lr=1.0)
   assert float(optax.global_norm(updates)) == pytest.approx(1.0, rel=1e-5)
-  with pytest.raises(ValueError, match="grad_clip_norm must be positive"):
-    optim.create_optimizer(_optimizer_config("sgd", grad_clip_norm=0.0), 0.1)
+  with pytest.raises(ValueError, match="grad_clip_norm=0.0 must be positive"):
+    config_lib.validate(_config(**{"optimizer.grad_clip_norm": 0.0}))
 
 
 def test_lars_skips_trust_ratio_for_batchnorm_and_biases(params):
@@ -260,9 +261,10 @@ def test_each_optimizer_reduces_a_quadratic(params, name, lr, fields):
     return sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(target)))
 
   config = _optimizer_config(name, weight_decay=1e-4, grad_clip_norm=10.0, **fields)
+  durations = _config(**{"num_steps": 20, "schedule.name": "cosine", "schedule.base_lr": lr,
+                         "schedule.warmup_steps": 2})
   tx = optim.create_optimizer(config, optim.create_schedule(
-      _config(**{"schedule.name": "cosine", "schedule.base_lr": lr, "schedule.warmup_steps": 2}).schedule,
-      total_steps=20, steps_per_epoch=None, global_batch_size=256))
+      durations.schedule, optim.plan_steps(durations, steps_per_epoch=None), global_batch_size=256))
 
   @jax.jit
   def step(p, state):
@@ -332,8 +334,7 @@ def test_base_config_resolves_for_every_optimizer(params):
   steps_per_epoch = 1281167 // config.batch_size  # ImageNet
   plan = optim.plan_steps(config, steps_per_epoch)
   assert plan.total_steps == round(config.num_epochs * steps_per_epoch)
-  schedule = optim.create_schedule(config.schedule, total_steps=plan.total_steps, steps_per_epoch=steps_per_epoch,
-                                   global_batch_size=config.batch_size)
+  schedule = optim.create_schedule(config.schedule, plan, global_batch_size=config.batch_size)
   peak = config.schedule.base_lr * config.batch_size / config.schedule.reference_batch
   assert _lr(schedule, plan.warmup_steps) == pytest.approx(peak)
   assert _lr(schedule, plan.total_steps) == pytest.approx(config.schedule.end_lr, abs=1e-9)

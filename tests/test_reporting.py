@@ -11,17 +11,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import files, flops, reporting
-
-
-def _read_events(workdir):
-  """{(step, tag): value} of every scalar in the TensorBoard event files under workdir, read back by TensorFlow."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  scalars = {}
-  for path in tf.io.gfile.glob(os.path.join(workdir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        scalars[(event.step, value.tag)] = float(tf.make_ndarray(value.tensor))
-  return scalars
+from tests import runs
 
 
 def _read(path):
@@ -59,7 +49,7 @@ def test_jsonl_and_tensorboard_agree(tmp_path):
 
   from_jsonl = {(r["step"], f"{r['split']}/{k}"): v for r in records for k, v in r.items()
                 if k not in ("step", "split")}
-  from_events = _read_events(workdir)
+  from_events = runs.read_events(workdir)
   assert from_events.keys() == from_jsonl.keys()
   for key, value in from_jsonl.items():
     assert from_events[key] == pytest.approx(value, rel=1e-6), key  # TensorBoard stores float32
@@ -221,7 +211,7 @@ def test_url_workdirs_go_through_tensorflow_file_systems():
     rep.write_eval(2, {"top1": 0.5})
   records = _read(os.path.join(workdir, files.METRICS_FILE))
   assert [(r["step"], r["split"]) for r in records] == [(1, "train"), (2, "train"), (2, "eval")]
-  assert set(_read_events(workdir)) == {(1, "train/loss"), (2, "train/loss"), (3, "train/loss"), (2, "eval/top1")}
+  assert set(runs.read_events(workdir)) == {(1, "train/loss"), (2, "train/loss"), (3, "train/loss"), (2, "eval/top1")}
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with tf.io.gfile.GFile(reporting.save_config({"seed": 1}, workdir)) as f:
     assert json.load(f) == {"seed": 1}

@@ -63,7 +63,8 @@ def _rows(path):
     return list(csv.DictReader(f))
 
 
-@pytest.mark.slow  # Run by CI's second pytest line (.ci/run).
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_random_search_runs_trials_reports_and_continues_without_repeating(tmp_path, shapes_small):
   """Two trials train, the report is written; a rerun asking for three keeps both (their files untouched) and
   trains one more; changing a setting of the search is refused."""
@@ -96,6 +97,8 @@ def test_random_search_runs_trials_reports_and_continues_without_repeating(tmp_p
     search.run_search(SHAPES, space, workdir, flags, trials=3, sampler="random", pruner="none", seed=4)
 
 
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_a_pruned_trial_has_its_trainer_stopped_and_is_never_resumed(tmp_path, shapes_small):
   """Optuna's threshold pruner (top-1 below 0.99 is pruned at the first evaluation) on a real trial: the trainer gets
   SIGTERM at step 2's evaluation, checkpoints and stops before its last step; the trial is recorded as pruned."""
@@ -129,6 +132,7 @@ def test_script_errors_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")
 def test_a_search_killed_mid_trial_and_rerun_continues_it(tmp_path, shapes_small):
   """kill -9 of the search while its first trial trains: the trainer is told to stop (it checkpoints), and a rerun

@@ -414,6 +414,7 @@ def _rows_without_timing(path):
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_a_sweep_killed_mid_run_and_rerun_ends_with_the_same_results(tmp_path, shapes_small):
   """kill -9 of the sweep itself while its first run trains: the trainer is told to stop (it checkpoints), no
   results file is left half-written, and a rerun ends with the uninterrupted sweep's results.csv. Run by CI."""

@@ -9,7 +9,15 @@ import os
 import pytest
 
 from resnet_jax import files, train
-from tests.runs import assert_trees_close, final_params, finish, run_subprocess, tiny_config, tiny_flags
+from tests.runs import (
+  assert_trees_close,
+  final_params,
+  finish,
+  read_events,
+  run_subprocess,
+  tiny_config,
+  tiny_flags,
+)
 
 
 def _check_run(workdir, results, *, log_every, eval_every, total):
@@ -24,19 +32,12 @@ def _check_run(workdir, results, *, log_every, eval_every, total):
   with open(os.path.join(workdir, "done.json")) as f:
     assert json.load(f)["step"] == total
 
-  import tensorflow as tf
-  events = {}
-  for root, _, names in os.walk(workdir):
-    for name in names:
-      if name.startswith("events.out.tfevents"):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
-          for value in event.summary.value:
-            events[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+  events = read_events(workdir)
   assert events, "no TensorBoard events written"
   for line in train_lines:
-    assert events[("train/loss", line["step"])] == pytest.approx(line["loss"], rel=1e-6)
+    assert events[(line["step"], "train/loss")] == pytest.approx(line["loss"], rel=1e-6)
   for line in eval_lines:
-    assert events[("eval/top1", line["step"])] == pytest.approx(line["top1"], rel=1e-6)
+    assert events[(line["step"], "eval/top1")] == pytest.approx(line["top1"], rel=1e-6)
   return train_lines, eval_lines
 
 
@@ -106,6 +107,8 @@ def test_shard_map_and_pmap_agree(tmp_path, shapes_data_dir, xla_cache_dir):
 SHORT = {"num_steps": 2, "schedule.warmup_steps": 0, "checkpoint_every_steps": 2, "log_every_steps": 1}
 
 
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_one_device_matches_four(tmp_path, shapes_data_dir, xla_cache_dir):
   """One device and four devices with the same global batch reach the same parameters (BatchNorm synchronised)."""
   four = str(tmp_path / "four")
@@ -130,6 +133,8 @@ def test_bad_config_is_a_clear_error(tmp_path, shapes_data_dir, overrides, messa
     train.train_and_evaluate(config, str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_two_processes_match_one_process(tmp_path, shapes_data_dir, xla_cache_dir):
   """2 processes x 2 devices (jax.distributed on localhost, gloo) train and evaluate like 1 process x 4 devices."""
   import socket

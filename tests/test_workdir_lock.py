@@ -71,6 +71,8 @@ def test_the_heartbeat_keeps_the_lock_fresh(tmp_path):
     assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())["heartbeat"] > first
 
 
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_a_second_trainer_on_a_running_workdir_refuses_and_a_killed_one_resumes(tmp_path, shapes_data_dir,
                                                                              xla_cache_dir):
   workdir = str(tmp_path / "run")

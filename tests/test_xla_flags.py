@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from resnet_jax import xla_flags
 
@@ -74,6 +75,8 @@ def _gradients(extra_flags):
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_cpu_flags_leave_the_gradients_unchanged():
   """Both flags only change how XLA:CPU schedules the work; float32 results agree to rounding."""
   plain, flagged = _gradients(()), _gradients(CPU_FLAGS)

@@ -15,3 +15,13 @@ class DatasetInfo(NamedTuple):
   num_train: int
   num_eval: int
   image_shape: tuple[int, int, int]
+
+
+def steps_per_epoch(num_train: int, global_batch_size: int) -> int:
+  """Training batches per epoch (the remainder of an epoch is dropped): what the engine plans with and what the
+  input pipeline yields."""
+  steps = num_train // global_batch_size
+  if steps == 0:
+    raise ValueError(f"The global batch size ({global_batch_size}) exceeds the training split ({num_train} "
+                     "examples): lower config.batch_size.")
+  return steps

@@ -41,6 +41,7 @@ from absl import logging
 
 from resnet_jax import distributed
 from resnet_jax.data import datasets, preprocess, tfrecords
+from resnet_jax.data.dataset_info import steps_per_epoch
 
 # Files read at once when streaming: enough to mix records from several files and overlap their I/O.
 _CYCLE_LENGTH = 16
@@ -138,14 +139,6 @@ def _parallel_calls(data_config) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------
-def steps_per_epoch(num_train: int, global_batch_size: int) -> int:
-  """Training batches per epoch (the remainder of an epoch is dropped)."""
-  steps = num_train // global_batch_size
-  if steps == 0:
-    raise ValueError(f"The global batch size ({global_batch_size}) exceeds the training split ({num_train}).")
-  return steps
-
-
 def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step: int = 0,
                   start_position: int | None = None, process_index: int = 0, process_count: int = 1,
                   builder=None) -> tf.data.Dataset:

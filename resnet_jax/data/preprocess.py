@@ -175,15 +175,6 @@ def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tenso
   return _to_uint8(image * 255.0)
 
 
-def _check_augmentation(rotation_degrees: float, jitter: float) -> None:
-  if not 0 <= rotation_degrees <= 180:
-    raise ValueError(f"config.data.rotation_degrees={rotation_degrees!r} must be in [0, 180] (0 turns rotation off): "
-                     "set --config.data.rotation_degrees=...")
-  if not 0 <= jitter < 1:
-    raise ValueError(f"config.data.color_jitter={jitter!r} must be in [0, 1) (0 turns it off): set "
-                     "--config.data.color_jitter=...")
-
-
 def cifar_eval(image_bytes: tf.Tensor, *, image_size: int, channels: int = 3) -> tf.Tensor:
   """The image itself (resized if stored at another size): uint8 [image_size, image_size, C]."""
   image = _decode_at_size(image_bytes, image_size, channels)
@@ -200,10 +191,9 @@ def train_fn(family: str, *, image_size: int, channels: int = 3, crop_fraction: 
   and flip are the same with them as without them.
 
   Raises:
-    ValueError: an unknown family, or a rotation or jitter strength out of range.
+    ValueError: an unknown family. (The ranges of the rotation and the jitter are checked by config.validate.)
   """
   _check_family(family)
-  _check_augmentation(rotation_degrees, color_jitter_strength)
   if family == "imagenet":
     channels = 3
     base = lambda image_bytes, seed: tf.ensure_shape(
