@@ -248,8 +248,8 @@ def measure(workload: Workload, *, steps: int, windows: int, warmup: int, cache_
   peak, peak_source = flops_lib.device_peak_flops(device, workload.dtype)
   mfu = flops * steps_per_sec / peak if flops and peak else None
   return {
+      # The config (file and overrides) says the rest: optimizer, parallelism, schedule.
       "workload": {**dataclasses.asdict(workload), "config": [CONFIG, *workload.config_overrides()],
-                   "optimizer": "sgd momentum 0.9 (configs/benchmark.py)", "parallelism": "shard_map",
                    "data": "synthetic, on device"},
       "device": {"platform": device.platform, "kind": device.device_kind, "slug": device_slug(device),
                  "count": jax.device_count(),
