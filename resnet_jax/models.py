@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import re
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -35,13 +36,16 @@ import jax.numpy as jnp
 
 from resnet_jax import batchnorm
 from resnet_jax.blocks import INTERMEDIATES as INTERMEDIATES  # Re-exported: where tools read the branch outputs.
-from resnet_jax.blocks import BasicBlock, Bottleneck, Head, ResidualBlock, Stage, Stem
+from resnet_jax.blocks import ATTENTION, BasicBlock, Bottleneck, Head, ResidualBlock, Stage, Stem
+from resnet_jax.blocks import bottleneck_width, stem_widths
 
 VARIANTS = ("v1", "v1.5", "preact")
 SHORTCUTS = ("A", "B", "C", "none")
 STEM_POOLS = ("max", "avg", "none")
 GLOBAL_POOLS = ("avg", "max", "flatten")
 HEADS = ("dense", "conv", "mlp")
+STEM_TYPES = ("classic", "deep", "deep_tiered")
+ATTENTION_LAYERS = ("none",) + tuple(ATTENTION)
 ACTIVATIONS = {
     "relu": nn.relu,
     "tanh": jnp.tanh,
@@ -132,6 +136,21 @@ class ResNet(nn.Module):
                                   config_type=str, set_by="config.sync_batch_stats")
   bn_axis_index_groups: Any = knob(None, "device groups of that axis whose statistics are averaged together, "
                                    "e.g. ((0, 1), (2, 3)); None: all devices", config_type=tuple)
+  stem_type: str = knob("classic", "'classic': one 7x7 convolution; 'deep': three 3x3 convolutions of stem_width, "
+                        "stem_width, 2 x stem_width (ResNet-C, -D, -S); 'deep_tiered': the first 3/4 as wide "
+                        "(ResNet-T)", choices=STEM_TYPES)
+  avg_down: bool = knob(False, "downsampling projection shortcuts average 2x2 windows, then a stride-1 1x1 "
+                        "convolution (ResNet-D; needs shortcut 'B' or 'C')")
+  cardinality: int = knob(1, "groups of each bottleneck's 3x3 convolution (ResNeXt's 32 in 32x4d)", valid="positive")
+  base_width: int = knob(64, "bottleneck inner width per group at 64 channels (ResNeXt's 4 in 32x4d; 128 doubles "
+                         "the bottleneck as in Wide ResNet-50-2)", valid="positive")
+  attn_layer: str = knob("none", "channel attention at the end of each residual branch: 'se' squeeze-and-excitation "
+                         "(reduction 16), 'eca' (adaptive 1-D kernel)", choices=ATTENTION_LAYERS)
+  drop_path_rate: float = knob(0.0, "stochastic depth: the last block's branch is dropped per example with this "
+                               "probability in training, earlier blocks' with a rate growing linearly from 0; "
+                               "survivors are scaled by 1/(1 - rate); off at evaluation", valid="unit")
+  branch_dropout: float = knob(0.0, "dropout before each convolution of a residual branch but the first (Wide "
+                               "ResNets: 0.3 between the two 3x3s)", valid="unit")
   lesion_blocks: tuple[int, ...] = knob((), "flat block indices (0..N-1, see `ResNet.block_plan`) whose residual "
                                         "branch is skipped at inference (lesion studies; `drop_blocks` in "
                                         "earlier versions); training ignores it")
@@ -176,6 +195,19 @@ class ResNet(nn.Module):
       if not floating:
         raise ValueError(f"{knob} must be a floating dtype such as 'float32' or 'bfloat16', "
                          f"got {getattr(self, knob)!r}")
+    if self.drop_path_rate and self.shortcut == "none":
+      raise ValueError("drop_path_rate drops whole residual branches, and shortcut='none' has no other path: a dropped "
+                       "block would drop the signal. Use a shortcut ('A', 'B' or 'C') or drop_path_rate=0")
+    if self.avg_down and self.shortcut in ("A", "none"):
+      raise ValueError(f"avg_down changes the projection shortcut, and shortcut={self.shortcut!r} has none: use "
+                       "shortcut 'B' or 'C', or avg_down=False")
+    if self.block is not Bottleneck and (self.cardinality != 1 or self.base_width != 64):
+      raise ValueError(f"cardinality and base_width shape bottleneck blocks; this network has {self.block.__name__}s "
+                       "(use cardinality=1, base_width=64, or a bottleneck network such as resnet50)")
+    if self.block is Bottleneck and any(bottleneck_width(self._scaled(w), self.cardinality, self.base_width) < 1
+                                        for w in self.widths):
+      raise ValueError(f"cardinality={self.cardinality}, base_width={self.base_width} at width={self.width} give a "
+                       "bottleneck of no channels (floor(channels * base_width / 64) is 0): raise base_width or width")
     if len(self.stage_sizes) != len(self.widths):
       raise ValueError(f"stage_sizes {tuple(self.stage_sizes)} and widths {tuple(self.widths)} differ in length")
     self._validate_lesion_blocks()
@@ -198,10 +230,19 @@ class ResNet(nn.Module):
   def _scaled(self, width: int) -> int:
     return max(1, int(round(width * self.width)))
 
+  def _stem_features(self) -> int:
+    return stem_widths(self.stem_type, self._scaled(self.stem_width))[-1]
+
+  def drop_path_rates(self) -> list[float]:
+    """Each block's stochastic-depth rate, in the flat order of `block_plan`: drop_path_rate x i / (N - 1), from 0 at
+    the first block to drop_path_rate at the last (Huang et al. 2016's linear decay of survival; timm's spread)."""
+    n = sum(self.stage_sizes)
+    return [self.drop_path_rate * i / max(n - 1, 1) for i in range(n)]
+
   def block_plan(self) -> list[tuple[str, bool]]:
     """(path, changes_shape) of every block, in the flat order `lesion_blocks` indexes."""
     plan = []
-    channels = self._scaled(self.stem_width)
+    channels = self._stem_features()
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       features = self._scaled(width) * self.block.expansion
       for j in range(num_blocks):
@@ -228,17 +269,21 @@ class ResNet(nn.Module):
         dtype=self.dtype, param_dtype=jnp.float32, axis_name=self.bn_axis_name,
         axis_index_groups=self.bn_axis_index_groups)
     block = functools.partial(self.block, variant=self.variant, shortcut=self.shortcut, conv=conv, norm=norm,
-                              act=act, zero_init=self.zero_init_residual)
+                              act=act, zero_init=self.zero_init_residual, cardinality=self.cardinality,
+                              base_width=self.base_width, avg_down=self.avg_down, attn=self.attn_layer,
+                              branch_dropout=self.branch_dropout)
 
     x = jnp.asarray(x, self.dtype)
     x = Stem(self._scaled(self.stem_width), self.stem_kernel, self.stem_strides, self.stem_pool, conv, norm, act,
-             name="stem")(x)
+             self.stem_type, name="stem")(x)
     first = 0
+    rates = self.drop_path_rates() if self.drop_path_rate else []
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       lesioned = tuple(k - first for k in self.lesion_blocks if first <= k < first + num_blocks)
       x = Stage(block, num_blocks, self._scaled(width), 1 if i == 0 else 2, lesioned,
                 # The pre-activation stem already normalised and activated the first block's input.
-                preactivate_first=i > 0, name=f"stage{i + 1}")(x, backbone_train)
+                preactivate_first=i > 0, drop_path=tuple(rates[first:first + num_blocks]),
+                name=f"stage{i + 1}")(x, backbone_train)
       first += num_blocks
     if self.variant == "preact":
       x = act(norm(name="final_bn")(x))
@@ -265,10 +310,47 @@ def _cifar_factory(depth: int) -> Callable[..., ResNet]:
                            stem_width=16, stem_kernel=3, stem_strides=1, stem_pool="none", shortcut="A")
 
 
+def _wide_cifar_factory(depth: int, k: int) -> Callable[..., ResNet]:
+  """WRN-depth-k (Zagoruyko & Komodakis 2016): pre-activation basic blocks, (depth - 4) / 6 per stage, widths 16k,
+  32k, 64k after a 3x3 convolution of 16, projection shortcuts where the shape changes, dropout 0.3 between the
+  convolutions (the paper's CIFAR setting; `branch_dropout=0` gives its no-dropout rows)."""
+  return functools.partial(ResNet, block=BasicBlock, stage_sizes=((depth - 4) // 6,) * 3,
+                           widths=(16 * k, 32 * k, 64 * k), stem_width=16, stem_kernel=3, stem_strides=1,
+                           stem_pool="none", variant="preact", shortcut="B", branch_dropout=0.3)
+
+
+def _family(name: str, block: type[ResidualBlock], sizes: tuple[int, ...], **knobs) -> tuple[str, Callable]:
+  return name, functools.partial(ResNet, block=block, stage_sizes=sizes, **knobs)
+
+
+# The 2017-2019 relatives, named and built as timm (and, for ResNeXt and Wide ResNet, torchvision) build them.
+_DEEP = dict(stem_type="deep", stem_width=32)  # ResNet-C: the 7x7 replaced by three 3x3s of 32, 32, 64
+_D = dict(_DEEP, avg_down=True)  # ResNet-D: C plus average-pool downsampling in the projection shortcuts
+_R50, _R101 = (3, 4, 6, 3), (3, 4, 23, 3)
+_FAMILY = dict([
+    _family("resnet26d", Bottleneck, (2, 2, 2, 2), **_D),
+    _family("resnet50c", Bottleneck, _R50, **_DEEP),
+    _family("resnet50d", Bottleneck, _R50, **_D),
+    _family("resnet101d", Bottleneck, _R101, **_D),
+    _family("resnet50s", Bottleneck, _R50, stem_type="deep", stem_width=64),
+    _family("resnet50t", Bottleneck, _R50, stem_type="deep_tiered", stem_width=32, avg_down=True),
+    _family("seresnet50", Bottleneck, _R50, attn_layer="se"),
+    _family("ecaresnet50d", Bottleneck, _R50, attn_layer="eca", **_D),
+    _family("resnext50_32x4d", Bottleneck, _R50, cardinality=32, base_width=4),
+    _family("resnext101_32x8d", Bottleneck, _R101, cardinality=32, base_width=8),
+    _family("resnext101_64x4d", Bottleneck, _R101, cardinality=64, base_width=4),
+    _family("seresnext50_32x4d", Bottleneck, _R50, cardinality=32, base_width=4, attn_layer="se"),
+    _family("wide_resnet50_2", Bottleneck, _R50, base_width=128),
+    _family("wide_resnet101_2", Bottleneck, _R101, base_width=128),
+])
+_WIDE_CIFAR = ((28, 10), (16, 8))  # The paper's CIFAR nets (any depth 6n + 4 and width k also work, see `create`)
+
 _MODELS: dict[str, Callable[..., ResNet]] = {
     **{f"resnet{depth}": functools.partial(ResNet, block=block, stage_sizes=sizes)
        for depth, (block, sizes) in _IMAGENET_DEPTHS.items()},
+    **_FAMILY,
     **{f"cifar_resnet{depth}": _cifar_factory(depth) for depth in _CIFAR_DEPTHS},
+    **{f"wrn_{depth}_{k}": _wide_cifar_factory(depth, k) for depth, k in _WIDE_CIFAR},
 }
 
 
@@ -278,11 +360,19 @@ def names() -> list[str]:
 
 
 def _cifar_net(name: str) -> Callable[..., ResNet]:
-  """A CIFAR ResNet of any depth 6n + 2 (`cifar_resnet8`, `cifar_resnet74`, ...), beside the registered ones.
+  """A CIFAR ResNet of any depth 6n + 2 (`cifar_resnet8`, `cifar_resnet74`, ...) or Wide ResNet of any depth 6n + 4
+  and width (`wrn_40_4`, ...), beside the registered ones.
 
   Raises:
     ValueError: an unknown name, naming the valid ones.
   """
+  wide = re.fullmatch(r"wrn_(\d+)_(\d+)", name)
+  if wide:
+    depth, k = (int(g) for g in wide.groups())
+    if depth >= 10 and (depth - 4) % 6 == 0 and k >= 1:
+      return _wide_cifar_factory(depth, k)
+    raise ValueError(f"unknown model {name!r}: Wide ResNets are wrn_<depth>_<k> with depth 6n+4 (10, 16, 22, 28, 40) "
+                     "and k >= 1")
   prefix = "cifar_resnet"
   depth = name[len(prefix):]
   if name.startswith(prefix) and depth.isdigit():
@@ -290,7 +380,7 @@ def _cifar_net(name: str) -> Callable[..., ResNet]:
       return _cifar_factory(int(depth))
     raise ValueError(f"unknown model {name!r}: CIFAR ResNets have depth 6n+2 (8, 14, 20, 26, 32, ..., 56, 110), "
                      f"{depth} is not")
-  raise ValueError(f"unknown model {name!r}; choose one of {names()} (or cifar_resnet<6n+2>)")
+  raise ValueError(f"unknown model {name!r}; choose one of {names()} (or cifar_resnet<6n+2>, wrn_<6n+4>_<k>)")
 
 
 def _knob_fields() -> list[dataclasses.Field]:
@@ -311,12 +401,22 @@ def config_knobs() -> tuple[str, ...]:
   return tuple(name for name, spec in knob_specs().items() if spec["set_by"] is None)
 
 
-def family_defaults(knob_name: str) -> dict[str, Any]:
-  """{model-name prefix: default} where the named models override the generic default of `knob_name`."""
-  out = {}
+def _family_label(name: str) -> str:
+  # The depth-parametrised families are shown as patterns; every other model by its name.
+  for prefix in ("cifar_resnet", "wrn_"):
+    if name.startswith(prefix):
+      return prefix + "*"
+  return name
+
+
+def family_defaults(knob_name: str) -> dict[Any, list[str]]:
+  """{value: [model names or patterns]} where the named models override the generic default of `knob_name`."""
+  out: dict[Any, list[str]] = {}
   for name, factory in _MODELS.items():
     if knob_name in factory.keywords:
-      out.setdefault(name.rstrip("0123456789"), factory.keywords[knob_name])
+      labels = out.setdefault(factory.keywords[knob_name], [])
+      if _family_label(name) not in labels:
+        labels.append(_family_label(name))
   return out
 
 
@@ -336,7 +436,8 @@ def knob_table() -> str:
     default = _value_text(spec["default"])
     overrides = family_defaults(name)
     if overrides:
-      default += "; " + "; ".join(f"`{prefix}*`: {_value_text(v)}" for prefix, v in overrides.items())
+      default += "; " + "; ".join(", ".join(f"`{n}`" for n in labels) + f": {_value_text(v)}"
+                                  for v, labels in overrides.items())
     where = f"`{spec['set_by']}`" if spec["set_by"] else f"`config.model.{name}`"
     lines.append(f"| `{name}` | {spec['doc']} | {values} | {default} | {where} |".replace("\n", " "))
   return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import batchnorm, metrics, models
+from resnet_jax import batchnorm, blocks, metrics, models
 
 # Exact parameter counts (all parameters, no BatchNorm statistics). ImageNet nets, 1000 classes: torchvision's
 # documented counts of the same networks (He et al. 2015, Table 1; torchvision.models weights metadata,
@@ -23,6 +23,18 @@ PARAM_COUNTS = {
     "cifar_resnet20": 269_722, "cifar_resnet32": 464_154, "cifar_resnet44": 658_586, "cifar_resnet56": 853_018,
     "cifar_resnet110": 1_727_962, "cifar_resnet1202": 19_421_274,
 }
+# The 2017-2019 relatives, 1000 classes: timm 1.0's and torchvision 0.29's counts of the same networks (timm:
+# `sum(p.numel() for p in timm.create_model(name).parameters())`; torchvision documents the ResNeXt and Wide ResNet
+# counts as its weights' `num_params`, equal to timm's).
+PARAM_COUNTS |= {
+    "resnet26d": 16_014_408, "resnet50c": 25_576_264, "resnet50d": 25_576_264, "resnet101d": 44_568_392,
+    "resnet50s": 25_680_808, "resnet50t": 25_573_728, "seresnet50": 28_088_024, "ecaresnet50d": 25_576_350,
+    "resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336, "resnext101_64x4d": 83_455_272,
+    "seresnext50_32x4d": 27_559_896, "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
+}
+# CIFAR Wide ResNets, 10 classes: the architecture of Zagoruyko & Komodakis (2016), whose Table 1 / README round the
+# counts to 36.5M (WRN-28-10) and 11.0M (WRN-16-8); 36,479,194 is also the count their PyTorch code prints.
+PARAM_COUNTS |= {"wrn_28_10": 36_479_194, "wrn_16_8": 10_961_370}
 # ResNet-200 (He et al. 2016) has no published count to hold it to; this is what the architecture gives.
 COUNTED_HERE = {"resnet200": 64_673_832}
 
@@ -30,7 +42,7 @@ SLOW_NAMES = {"cifar_resnet1202"}  # 600 blocks: tracing alone takes several sec
 
 
 def _classes(name):
-  return 10 if name.startswith("cifar") else 1000
+  return 10 if name.startswith(("cifar", "wrn")) else 1000
 
 
 def _maybe_slow(names):
@@ -75,18 +87,27 @@ def _micro(**knobs):
 
 
 def _tiny(name, **knobs):
-  """A cheap member of the family: CIFAR nets as they are, ImageNet nets at 1/16 width."""
-  if not name.startswith("cifar"):
+  """A cheap member of the family: CIFAR ResNets as they are, Wide ResNets at 1/8 width, ImageNet nets at 1/16 width
+  (grouped ones with 2 groups of 64-wide base: 32 groups of base width 4 have no channels left at 1/16)."""
+  if name.startswith("wrn"):
+    knobs["width"] = knobs.get("width", 1.0) / 8
+  elif not name.startswith("cifar"):
     knobs["width"] = knobs.get("width", 1.0) / 16
+    if models.create(name, num_classes=10).cardinality > 1:
+      knobs = {"cardinality": 2, "base_width": 64, **knobs}
   return models.create(name, num_classes=10, **knobs)
 
 
 # --- Registry ---
 
 def test_names():
-  # The ImageNet depths of He et al. 2015 (Table 1) and 2016 (200), then the CIFAR depths 6n + 2 of Table 6.
+  # The ImageNet depths of He et al. 2015 (Table 1) and 2016 (200), the 2017-2019 relatives by their timm names, the
+  # CIFAR depths 6n + 2 of Table 6, and the CIFAR Wide ResNets.
   assert models.names() == [f"resnet{d}" for d in (18, 34, 50, 101, 152, 200)] + [
-      f"cifar_resnet{d}" for d in (20, 32, 44, 56, 110, 1202)]
+      "resnet26d", "resnet50c", "resnet50d", "resnet101d", "resnet50s", "resnet50t", "seresnet50", "ecaresnet50d",
+      "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "seresnext50_32x4d", "wide_resnet50_2",
+      "wide_resnet101_2"] + [f"cifar_resnet{d}" for d in (20, 32, 44, 56, 110, 1202)] + ["wrn_28_10", "wrn_16_8"]
+  assert set(PARAM_COUNTS) | set(COUNTED_HERE) == set(models.names())
 
 
 @pytest.mark.parametrize("name", _maybe_slow(models.names()))
@@ -266,6 +287,11 @@ KNOB_CASES = {
     "bn_axis_name": "test_bn_axis_name_matches_full_batch",
     "bn_axis_index_groups": "test_bn_axis_index_groups",
     "lesion_blocks": [(1, 4)],
+    "avg_down": [True],
+    "cardinality": [2],
+    "base_width": [32],
+    "drop_path_rate": [0.5],
+    "branch_dropout": [0.5],
 }
 COMPANIONS = {("head", "mlp"): dict(head_hidden=(12, 8)), ("head", "conv"): dict(global_pool="avg")}
 
@@ -314,12 +340,17 @@ def _case_id(knobs):
   return ",".join(f"{k}={getattr(v, '__name__', v)}" for k, v in knobs.items())
 
 
-# The knobs whose code differs between basic and bottleneck blocks are run on both; the rest on the CIFAR net.
-_BLOCK_KNOBS = ("variant", "shortcut", "zero_init_residual", "lesion_blocks")
+# The knobs whose code differs between basic and bottleneck blocks are run on both; those that shape only bottleneck
+# networks with projection shortcuts (the CIFAR net has option A, whose zero-padding cannot take a deep stem's
+# wider output) on resnet50 only; the rest on the CIFAR net.
+_BLOCK_KNOBS = ("variant", "shortcut", "zero_init_residual", "lesion_blocks", "attn_layer", "drop_path_rate",
+                "branch_dropout")
+_BOTTLENECK_KNOBS = ("avg_down", "cardinality", "base_width", "stem_type")
 
 
-@pytest.mark.parametrize("name, knobs", [("cifar_resnet20", k) for k in _knob_cases()] + [
-    ("resnet50", k) for k in _knob_cases() if set(k) & set(_BLOCK_KNOBS)], ids=_case_id)
+@pytest.mark.parametrize("name, knobs", [("cifar_resnet20", k) for k in _knob_cases()
+                                         if not set(k) & set(_BOTTLENECK_KNOBS)] + [
+    ("resnet50", k) for k in _knob_cases() if set(k) & set(_BLOCK_KNOBS + _BOTTLENECK_KNOBS)], ids=_case_id)
 def test_every_knob(name, knobs):
   model = _tiny(name, **knobs)
   outputs = _outputs(model)
@@ -653,14 +684,164 @@ def test_bn_axis_index_groups():
     (dict(param_dtype="float3"), "floating dtype"),
     (dict(bn_axis_index_groups=((0, 1),)), "bn_axis_name"),
     (dict(colour="red"), r"valid knobs are \['variant'"),
+    (dict(stem_type="deeper"), r"stem_type.*'deep_tiered'"),
+    (dict(attn_layer="cbam"), r"attn_layer.*\['none', 'se', 'eca'\]"),
+    (dict(shortcut="none", drop_path_rate=0.1), "would drop the signal"),
+    (dict(shortcut="A", avg_down=True), "shortcut 'B' or 'C'"),
+    (dict(shortcut="none", avg_down=True), "shortcut 'B' or 'C'"),
+    (dict(cardinality=32), "bottleneck blocks"),
+    (dict(base_width=4), "bottleneck blocks"),
+    (dict(drop_path_rate=1.0), r"\[0, 1\)"),
+    (dict(branch_dropout=-0.1), r"\[0, 1\)"),
+    (dict(cardinality=0), "positive"),
 ], ids=_case_id)
 def test_bad_knobs_raise(knobs, message):
   with pytest.raises(ValueError, match=message):
     models.create("resnet18", num_classes=10, **knobs)
 
 
+def test_bottleneck_without_channels_raises():
+  # ResNeXt's 32x4d at 1/16 width: floor(4 * 4 / 64) = 0 channels per group.
+  with pytest.raises(ValueError, match="no channels"):
+    models.create("resnext50_32x4d", num_classes=10, width=1 / 16)
+
+
 def test_bad_name_and_classes_raise():
   with pytest.raises(ValueError, match=r"resnet51.*'resnet50'.*'cifar_resnet20'"):
     models.create("resnet51", num_classes=10)
+  with pytest.raises(ValueError, match="6n\\+4"):
+    models.create("wrn_27_10", num_classes=10)
   with pytest.raises(ValueError, match="num_classes"):
     models.create("resnet18", num_classes=0)
+
+
+def test_any_wide_resnet():
+  # wrn_<6n+4>_<k> beside the registered ones: (depth - 4) / 6 blocks per stage, widths 16k, 32k, 64k.
+  params = _flat(_abstract_init(models.create("wrn_10_2", num_classes=10))["params"])
+  assert params["stage3/block0/conv2/kernel"].shape == (3, 3, 128, 128)
+  assert not any(p.startswith("stage1/block1") for p in params)
+  assert models.create("wrn_28_10", num_classes=10).branch_dropout == 0.3  # the paper's CIFAR dropout
+
+
+# --- The 2017-2019 relatives: stems, ResNet-D shortcuts, groups, attention, stochastic depth ---
+
+def test_family_structure():
+  def shapes(name):
+    return {p: v.shape for p, v in _flat(_abstract_init(models.create(name, num_classes=1000))["params"]).items()}
+
+  d = shapes("resnet50d")
+  # Deep stem 32, 32, 64 (ResNet-C); 64 channels into stage 1 as the 7x7 stem gives.
+  assert [d[f"stem/conv{i}/kernel"] for i in (1, 2, 3)] == [(3, 3, 3, 32), (3, 3, 32, 32), (3, 3, 32, 64)]
+  assert "stem/conv/kernel" not in d and d["stem/bn3/scale"] == (64,)
+  assert shapes("resnet50s")["stem/conv3/kernel"] == (3, 3, 64, 128)
+  assert [shapes("resnet50t")[f"stem/conv{i}/kernel"][-1] for i in (1, 2, 3)] == [24, 32, 64]
+  # ResNeXt 32x4d: 128 inner channels in stage 1, the 3x3 in 32 groups of 4 input channels each.
+  x = shapes("resnext50_32x4d")
+  assert x["stage1/block0/conv2/kernel"] == (3, 3, 4, 128) and x["stage1/block0/conv3/kernel"] == (1, 1, 128, 256)
+  assert shapes("resnext101_32x8d")["stage4/block0/conv2/kernel"] == (3, 3, 64, 2048)  # 2048 in 32 groups
+  assert shapes("wide_resnet50_2")["stage1/block0/conv2/kernel"] == (3, 3, 128, 128)
+  se = shapes("seresnet50")
+  assert se["stage1/block0/attn/fc1/kernel"] == (1, 1, 256, 16) and se["stage4/block2/attn/fc2/bias"] == (2048,)
+  eca = shapes("ecaresnet50d")
+  assert eca["stage1/block0/attn/conv/kernel"] == (5, 1, 1) and eca["stage4/block0/attn/conv/kernel"] == (7, 1, 1)
+
+
+def test_attention_widths():
+  # timm: SE reduces C / 16 to a multiple of 8 (at least 8); ECA's kernel is the odd size near (log2 C + 1) / 2.
+  assert [blocks.se_channels(c) for c in (8, 64, 100, 256, 2048)] == [8, 8, 8, 16, 128]
+  assert [blocks.eca_kernel_size(c) for c in (16, 64, 256, 512, 1024, 2048)] == [3, 3, 5, 5, 5, 7]
+
+
+def _torch_avg_pool_2x2_ceil(x):
+  """PyTorch's AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False), written from its definition: output size
+  ceil((H - 2) / 2) + 1, each window clipped to the map and averaged over what is inside."""
+  n, h, w, c = x.shape
+  out = np.zeros((n, -(-(h - 2) // 2) + 1, -(-(w - 2) // 2) + 1, c))
+  for i in range(out.shape[1]):
+    for j in range(out.shape[2]):
+      out[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean(axis=(1, 2))
+  return out
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 7), (5, 6), (1, 3)])
+def test_avg_down_pooling_matches_ceil_mode(size):
+  x = np.random.default_rng(0).standard_normal((2, *size, 3)).astype(np.float32)
+  np.testing.assert_allclose(blocks.avg_pool_2x2_ceil(jnp.asarray(x)), _torch_avg_pool_2x2_ceil(x), rtol=1e-6,
+                             atol=1e-6)
+
+
+def test_drop_path_rates_grow_linearly():
+  model = models.create("resnet50", num_classes=10, drop_path_rate=0.2)
+  rates = model.drop_path_rates()
+  assert len(rates) == 16 and rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
+  np.testing.assert_allclose(np.diff(rates), 0.2 / 15)
+
+
+def test_drop_path_drops_whole_examples_and_keeps_the_expectation():
+  x = jnp.ones((4096, 2, 2, 3))
+  y = blocks.drop_path(x, 0.25, jax.random.key(0))
+  per_example = np.asarray(y).reshape(4096, -1)
+  np.testing.assert_allclose(np.unique(per_example), [0.0, 1 / 0.75], rtol=1e-6)
+  assert all(len(set(row)) == 1 for row in per_example[:64])  # an example is dropped whole or kept whole
+  assert abs(per_example.mean() - 1.0) < 0.05  # expectation unchanged
+
+
+def test_stochastic_depth_only_in_training():
+  model = _tiny("cifar_resnet20", drop_path_rate=0.5)
+  x = _images(batch=8)
+  variables = _init(model, x)
+  plain = _tiny("cifar_resnet20")
+  np.testing.assert_array_equal(model.apply(variables, x), plain.apply(variables, x))  # evaluation: no drops
+  a, _ = _train(model, variables, x, seed=1)
+  b, _ = _train(model, variables, x, seed=2)
+  assert not np.allclose(a, b)  # training: a fresh draw per step
+  reference, _ = _train(plain, variables, x)
+  assert not np.allclose(a, reference)
+
+
+_NEW_KNOBS = dict(stem_type="deep_tiered", avg_down=True, attn_layer="se", branch_dropout=0.1, drop_path_rate=0.1)
+
+
+@pytest.mark.parametrize("block", [models.BasicBlock, models.Bottleneck], ids=lambda b: b.__name__)
+@pytest.mark.parametrize("variant", models.VARIANTS)
+@pytest.mark.parametrize("attn", ["se", "eca"])
+def test_family_knobs_get_gradients(block, variant, attn):
+  """Every parameter of the deep stem, ResNet-D shortcuts, grouped convolutions, SE/ECA and dropout between the
+  convolutions gets a finite, non-zero gradient. Stochastic depth is on at a rate low enough that no block loses its
+  branch for all four examples with this seed (checked: a branch dropped for the whole batch gets no gradient by
+  design, see the next test)."""
+  grouped = dict(cardinality=2, base_width=64) if block is models.Bottleneck else {}
+  model = models.ResNet(num_classes=10, stage_sizes=(2, 1), block=block, widths=(8, 8), stem_width=8, stem_kernel=3,
+                        stem_strides=1, stem_pool="max", variant=variant, **{**_NEW_KNOBS, "attn_layer": attn},
+                        **grouped)
+  x = _images(batch=4, size=8)
+  dropped = _branches_dropped_for_the_whole_batch(model, x)
+  assert not dropped
+  grads = _gradients(model, x, jnp.arange(4))
+  bad = [p for p, g in grads.items() if not (np.isfinite(g).all() and np.any(g != 0))]
+  assert not bad, f"parameters without a finite, non-zero gradient: {bad}"
+  assert any("/attn/" in p for p in grads) and any("shortcut" in p for p in grads)
+
+
+def _branches_dropped_for_the_whole_batch(model, x, seed=2):
+  """Blocks whose residual branch stochastic depth zeroed for every example in the training pass `_gradients` runs
+  (same dropout key): their sown branch output is all zeros."""
+  variables = _init(model, x)
+  _, state = model.apply(variables, x, train=True, rngs={"dropout": _key(seed)},
+                         mutable=["batch_stats", models.INTERMEDIATES])
+  return {"/".join(str(k) for k in path[:-1]) for path, leaf in flax.traverse_util.flatten_dict(
+      state[models.INTERMEDIATES]).items() if not np.any(np.asarray(leaf))}
+
+
+def test_stochastic_depth_dropped_branches_get_no_gradient_by_design():
+  """At a high rate some blocks lose their branch for the whole batch: exactly their branch parameters get zero
+  gradient (by design: the branch did not take part in the step), every other parameter a non-zero one."""
+  model = models.ResNet(num_classes=10, stage_sizes=(3, 3), block=models.BasicBlock, widths=(8, 8), stem_width=8,
+                        stem_kernel=3, stem_strides=1, stem_pool="none", drop_path_rate=0.9)
+  x = _images(batch=2, size=8)
+  dropped = _branches_dropped_for_the_whole_batch(model, x)
+  assert dropped, "the seed should drop at least one branch for the whole batch"
+  grads = _gradients(model, x, jnp.arange(2))
+  for path, g in grads.items():
+    in_dropped_branch = any(path.startswith(block + "/") and "/shortcut/" not in path for block in dropped)
+    assert np.any(g != 0) != in_dropped_branch, path
