@@ -3,12 +3,14 @@ r"""Converts published ResNet weights into a checkpoint that `--config.init_from
   # Keras ResNet50 (v1 layout): a local weights file, 'imagenet' (downloads Keras's file), or none (random init).
   python -m experiments.convert_weights --from=keras --keras_weights=resnet50_weights_tf_dim_ordering_tf_kernels.h5 \
       --out=weights/keras_resnet50
-  # torchvision (v1.5 layout): a saved state_dict (needs torch), or torchvision's own weights (needs torchvision).
+  # torchvision / timm (v1.5 layout): a saved state_dict (needs torch), or torchvision's own weights (needs
+  # torchvision). Any named ImageNet model: resnet50d, seresnet50, resnext50_32x4d, wide_resnet50_2, ...
   python -m experiments.convert_weights --from=torchvision --model=resnet50 --state_dict=resnet50.pth \
       --out=weights/tv_resnet50
-  # A .safetensors file in the torchvision / timm key layout (no PyTorch needed).
-  python -m experiments.convert_weights --from=safetensors --safetensors=model.safetensors --model=resnet50 \
-      --out=weights/r50
+  # A .safetensors file in the torchvision / timm key layout (no PyTorch needed); --tag prints how those weights
+  # were evaluated when published and the flags that evaluate them here.
+  python -m experiments.convert_weights --from=safetensors --safetensors=model.safetensors --model=resnet50d \
+      --tag=ra2_in1k --out=weights/r50d
   # Our own random initialisation written as a torchvision-layout .safetensors file (--out ending in .safetensors
   # writes that layout from any source but Keras).
   python -m experiments.convert_weights --from=random --model=resnet18 --out=weights/resnet18_random.safetensors
@@ -32,8 +34,10 @@ flags.DEFINE_string("keras_weights", None,
                     "Keras only: a weights file of keras.applications.ResNet50 (.h5 / .weights.h5), 'imagenet' to "
                     "download Keras's, or unset for random initialisation.")
 flags.DEFINE_integer("num_classes", 1000, "Keras and random only: the classifier size.")
-flags.DEFINE_string("model", "resnet50", "torchvision, safetensors and random: the network (resnet18, resnet34, "
-                    "resnet50, resnet101, resnet152).")
+flags.DEFINE_string("model", "resnet50", "torchvision, safetensors and random: the network, any named ImageNet "
+                    "model (resnet18 ... resnet200, resnet50d, seresnet50, resnext50_32x4d, wide_resnet50_2, ...).")
+flags.DEFINE_string("tag", None, "The published weights' tag (timm's, e.g. a1_in1k, ra2_in1k, tv2_in1k; or "
+                    "torchvision's IMAGENET1K_V2): print how they were evaluated and the flags that do so here.")
 flags.DEFINE_string("state_dict", None,
                     "torchvision only: a file saved with torch.save(model.state_dict(), FILE). Unset: build the "
                     "network with torchvision (random init, or --torchvision_weights).")
@@ -62,7 +66,7 @@ def main(argv):
   print(weights.convert(source, FLAGS.out, overwrite=FLAGS.overwrite, keras_weights=FLAGS.keras_weights,
                         num_classes=FLAGS.num_classes, model=FLAGS.model, state_dict=FLAGS.state_dict,
                         torchvision_weights=FLAGS.torchvision_weights, safetensors=FLAGS.safetensors,
-                        seed=FLAGS.seed))
+                        seed=FLAGS.seed, tag=FLAGS.tag))
 
 
 if __name__ == "__main__":

@@ -104,8 +104,8 @@ class SqueezeExcite(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     s = jnp.mean(x, axis=(1, 2), keepdims=True)
-    s = nn.relu(self.conv(se_channels(x.shape[-1]), (1, 1), use_bias=True, name="fc1")(s))
-    s = self.conv(x.shape[-1], (1, 1), use_bias=True, name="fc2")(s)
+    s = nn.relu(self.conv(se_channels(x.shape[-1]), (1, 1), padding="VALID", use_bias=True, name="fc1")(s))
+    s = self.conv(x.shape[-1], (1, 1), padding="VALID", use_bias=True, name="fc2")(s)
     return x * nn.sigmoid(s)
 
 

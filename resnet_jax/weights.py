@@ -1,6 +1,6 @@
-"""Import of published ResNet weights: Keras `ResNet50`, torchvision ResNets, and `.safetensors` files in the
-torchvision / timm key layout (timm's ResNet-18 to -152 use torchvision's key names and shapes); and the way back,
-our variables as a torchvision state_dict (`to_torchvision`, `write_safetensors`).
+"""Import of published ResNet weights: Keras `ResNet50`, and torchvision's and timm's ResNets and their relatives
+(ResNet-C/D/S, SE, ECA, ResNeXt, Wide ResNet) from a state_dict or a `.safetensors` file in their shared key layout
+(`torch_layout`); and the way back, our variables in that layout (`to_torch_layout`, `write_safetensors`).
 
 The importers return `{'params': ..., 'batch_stats': ...}` as nested dicts of float32 numpy arrays, checked
 path by path and shape by shape against the matching `resnet_jax.models` network, so a wrong or truncated source
@@ -125,11 +125,57 @@ def from_keras_resnet50(keras_model: Any) -> Tree:
   return _check_matches(variables, model, "the Keras model")
 
 
-# --- torchvision ---
+# --- The torch layout: torchvision's and timm's ResNet keys ---
+#
+# torchvision and timm name a ResNet's tensors the same way (conv1, bn1, layer1.0.conv1, layer1.0.downsample.0, fc),
+# and timm extends the scheme for its relatives: a deep stem is conv1.0/.1/.3/.4/.6 then bn1, a ResNet-D shortcut
+# is downsample.1 (conv) and .2 (BN) after the parameter-free pool at .0, and channel attention is layerX.Y.se.*.
+# The mapping is written once, from our paths to theirs (`_torch_module`); every conversion, both ways, goes
+# through the layout it gives for a model (`torch_layout`).
 
-_TORCH_KEY = re.compile(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.0|downsample\.1)\.(\w+)")
-_TORCH_BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-             "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+_TORCH_LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
+                 ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+
+
+def _torch_module(module: tuple[str, ...], avg_down: bool) -> str | None:
+  """Our module path -> the torch layout's module name, e.g. ('stage2', 'block0', 'shortcut', 'bn') ->
+  'layer2.0.downsample.1' ('.2' with avg_down); None where the layout has no counterpart."""
+  if module[0] == "stem" and len(module) == 2:
+    kind, index = module[1].rstrip("123"), module[1][len(module[1].rstrip("123")):]
+    if not index:  # the classic stem
+      return {"conv": "conv1", "bn": "bn1"}.get(kind)
+    i = int(index) - 1  # a deep stem: nn.Sequential(conv, bn, act, conv, bn, act, conv), then bn1
+    return f"conv1.{3 * i}" if kind == "conv" else ("bn1" if i == 2 else f"conv1.{3 * i + 1}")
+  if module == ("head", "dense"):
+    return "fc"
+  if not module[0].startswith("stage") or len(module) < 3:
+    return None
+  prefix = f"layer{module[0].removeprefix('stage')}.{module[1].removeprefix('block')}"
+  rest = module[2:]
+  if rest[0] == "shortcut" and len(rest) == 2:
+    return f"{prefix}.downsample.{int(avg_down) + {'conv': 0, 'bn': 1}[rest[1]]}"
+  if rest[0] == "attn" and len(rest) == 2:
+    return f"{prefix}.se.{rest[1]}"
+  return f"{prefix}.{rest[0]}" if len(rest) == 1 else None
+
+
+def torch_layout(model: models.ResNet) -> dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]]:
+  """{torch key: (collection, our path, our shape)} of every parameter and BatchNorm statistic of `model`.
+
+  Raises:
+    ValueError: a model with a part the torch layout cannot name (a pre-activation net's final BatchNorm, a 'conv'
+      or 'mlp' head).
+  """
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
+  layout = {}
+  for collection in ("params", "batch_stats"):
+    for path, leaf in trees.flatten(shapes[collection]).items():
+      module = _torch_module(path[:-1], model.avg_down)
+      if module is None or (collection, path[-1]) not in _TORCH_LEAVES:
+        raise ValueError(f"{collection}/{'/'.join(path)} has no counterpart in the torchvision / timm ResNet layout "
+                         "(pre-activation units and 'conv' / 'mlp' heads have none)")
+      layout[f"{module}.{_TORCH_LEAVES[collection, path[-1]]}"] = (collection, path, tuple(leaf.shape))
+  return layout
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -139,71 +185,119 @@ def _to_numpy(value: Any) -> np.ndarray:
   return np.asarray(value)
 
 
-def _torch_target(key: str) -> tuple[str, tuple[str, ...], str] | None:
-  """state_dict key -> (kind, module path, field), kind 'conv', 'bn' or 'dense'; None for bookkeeping entries."""
-  *module, field = key.split(".")
-  if field == "num_batches_tracked":
-    return None
-  if key == "conv1.weight":
-    return "conv", ("stem", "conv"), field
-  if module == ["bn1"]:
-    return "bn", ("stem", "bn"), field
-  if module == ["fc"]:
-    return "dense", ("head", "dense"), field
-  match = _TORCH_KEY.fullmatch(key)
-  if match is None:
-    raise ValueError(f"unexpected state_dict key {key!r}: expected a torchvision ResNet")
-  stage, block, layer, field = match.groups()
-  prefix = (f"stage{stage}", f"block{block}")
-  names = {"downsample.0": ("shortcut", "conv"), "downsample.1": ("shortcut", "bn")}
-  path = prefix + names.get(layer, (layer,))
-  return ("conv" if "conv" in path[-1] else "bn"), path, field
+def _from_torch_array(array: np.ndarray, key: str) -> np.ndarray:
+  """A torch-layout array in our orientation: conv OIHW -> HWIO (grouped: O, I/g -> I/g, O too), a 1-D conv (ECA)
+  O I K -> K I O, the classifier (out, in) -> (in, out)."""
+  if array.ndim == 4:
+    return array.transpose(2, 3, 1, 0)
+  if array.ndim == 3:
+    return array.transpose(2, 1, 0)
+  return array.T if key == "fc.weight" else array
 
 
-def from_torchvision(state_dict: Mapping[str, Any], name: str) -> Tree:
-  """Converts a torchvision ResNet `state_dict` to variables for our v1.5 network of the same name.
+def _to_torch_array(array: np.ndarray, key: str) -> np.ndarray:
+  if array.ndim == 4:
+    return array.transpose(3, 2, 0, 1)
+  if array.ndim == 3:
+    return array.transpose(2, 1, 0)
+  return array.T if key == "fc.weight" else array
 
-  torchvision's ResNets are the v1.5 layout with shortcut B, BatchNorm epsilon 1e-5 and bias-free convolutions,
-  i.e. `models.create(name, num_classes=<classes>)` with default knobs. Convolution kernels are transposed from
-  OIHW to HWIO and the classifier from (out, in) to (in, out).
+
+# The named models the torch layout describes (the CIFAR nets' option-A shortcuts and Wide ResNets' pre-activation
+# units have no torchvision / timm counterpart), and the subset torchvision builds.
+TORCH_LAYOUT_NAMES = tuple(n for n in models.names() if not n.startswith(("cifar_", "wrn_")))
+TORCHVISION_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                     "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+
+
+def _num_classes(state: Mapping[str, Any]) -> int | None:
+  return int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else None
+
+
+def _signature(keys, shapes: Mapping[str, tuple[int, ...]]) -> tuple:
+  """What tells the architectures apart before shapes: blocks per stage, deep stem, ResNet-D shortcut, attention."""
+  blocks: dict[int, int] = {}
+  for key in keys:
+    parts = key.split(".")
+    if parts[0].startswith("layer") and len(parts) > 2 and parts[1].isdigit():
+      stage = int(parts[0].removeprefix("layer"))
+      blocks[stage] = max(blocks.get(stage, 0), int(parts[1]) + 1)
+  attn = "se" if any(".se.fc1." in k for k in keys) else "eca" if any(".se.conv." in k for k in keys) else "none"
+  return (tuple(blocks[i] for i in sorted(blocks)), "conv1.0.weight" in keys,
+          any(".downsample.2." in k for k in keys), attn)
+
+
+def _model_signature(model: models.ResNet) -> tuple:
+  return (tuple(model.stage_sizes), model.stem_type != "classic", model.avg_down, model.attn_layer)
+
+
+def identify(state: Mapping[str, Any]) -> str | None:
+  """The named model whose torch layout (keys and shapes) `state` holds exactly, or None."""
+  state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+  classes = _num_classes(state) or 1000
+  shapes = {k: tuple(np.shape(v)) for k, v in state.items()}
+  signature = _signature(state, shapes)
+  for name in TORCH_LAYOUT_NAMES:
+    model = models.create(name, num_classes=classes)
+    if _model_signature(model) != signature:
+      continue
+    layout = torch_layout(model)
+    if set(layout) == set(shapes) and all(
+        tuple(_from_torch_array(np.empty(shapes[k], np.float32), k).shape) == want
+        for k, (_, _, want) in layout.items()):
+      return name
+  return None
+
+
+def from_torch_layout(state_dict: Mapping[str, Any], name: str | models.ResNet, source: str | None = None) -> Tree:
+  """Converts a torchvision or timm ResNet `state_dict` to variables for our network `name` (with `knobs`).
+
+  The named models are built as torchvision and timm build them (v1.5 layout, shortcut B, BatchNorm epsilon 1e-5,
+  bias-free convolutions), so `models.create(name, num_classes=<classes>)` receives them with default knobs.
+  Kernels are transposed to our orientation (`_from_torch_array`).
 
   Args:
-    state_dict: `torchvision.models.<name>(...).state_dict()`; values may be torch tensors or numpy arrays.
-    name: one of TORCHVISION_NAMES.
+    state_dict: `model.state_dict()` of torchvision's or timm's `name`; values may be torch tensors or numpy arrays.
+    name: one of TORCH_LAYOUT_NAMES, or the receiving module itself (any `models.ResNet` the layout describes, e.g.
+      a reduced-width net; its classifier size must be the state_dict's).
+    source: how to name the input in errors (default: "the <name> state_dict").
 
   Returns:
     {'params': ..., 'batch_stats': ...} as nested dicts of float32 numpy arrays.
 
   Raises:
-    ValueError: unknown name, or a state_dict that does not match that network.
+    ValueError: unknown name, or a state_dict that does not hold that network: one line naming the architecture it
+      holds where it is another named model, else the unknown, missing and misshapen keys.
   """
-  if name not in TORCHVISION_NAMES:
-    raise ValueError(f"no torchvision counterpart for {name!r}; choose one of {list(TORCHVISION_NAMES)}")
+  named = isinstance(name, str)
+  if named and name not in TORCH_LAYOUT_NAMES:
+    raise ValueError(f"no torchvision / timm counterpart for {name!r}; choose one of {list(TORCH_LAYOUT_NAMES)}")
+  source = source or f"the {name if named else 'ResNet'} state_dict"
+  state = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+  classes = _num_classes(state)
+  if classes is None:
+    raise ValueError(f"{source} has no 'fc.weight': a backbone saved without its classifier cannot fill the "
+                     "model's head; save the full network")
+  model = models.create(name, num_classes=classes) if named else name
+  layout = torch_layout(model)
+  unknown, missing = sorted(set(state) - set(layout)), sorted(set(layout) - set(state))
+  wrong = []
+  for key in sorted(set(state) & set(layout)):
+    got = tuple(_from_torch_array(np.empty(np.shape(state[key]), np.float32), key).shape)
+    if got != layout[key][2]:
+      wrong.append(f"{key} -> {'/'.join(layout[key][1])}: {got} (expected {layout[key][2]})")
+  if unknown or missing or wrong:
+    other = identify(state) if named else None
+    if other is not None and other != name:
+      raise ValueError(f"{source} holds {other} weights, not {name}: convert it with --model={other} (and train or "
+                       f"evaluate with --config.model.name={other})")
+    raise ValueError(f"{source} does not match {name}: unknown keys {unknown[:8]}{'...' if len(unknown) > 8 else ''} "
+                     f"({len(unknown)}), missing keys {missing[:8]}{'...' if len(missing) > 8 else ''} "
+                     f"({len(missing)}), wrong shapes {wrong[:8]}{'...' if len(wrong) > 8 else ''}")
   variables: Tree = {"params": {}, "batch_stats": {}}
-  for key, value in state_dict.items():
-    target = _torch_target(key)
-    if target is None:
-      continue
-    kind, path, field = target
-    array = _to_numpy(value)
-    if kind == "conv":
-      if field != "weight" or array.ndim != 4:
-        raise ValueError(f"{key}: expected a 4-d convolution weight (torchvision convolutions have no bias)")
-      _put(variables["params"], path + ("kernel",), array.transpose(2, 3, 1, 0))
-    elif kind == "bn":
-      if field not in _TORCH_BN:
-        raise ValueError(f"{key}: unknown BatchNorm entry; expected one of {list(_TORCH_BN)}")
-      collection, leaf = _TORCH_BN[field]
-      _put(variables[collection], path + (leaf,), array)
-    elif field in ("weight", "bias"):
-      _put(variables["params"], path + ({"weight": "kernel", "bias": "bias"}[field],),
-           array.T if field == "weight" else array)
-    else:
-      raise ValueError(f"{key}: unknown classifier entry; expected 'fc.weight' and 'fc.bias'")
-  if "fc.weight" not in state_dict:
-    raise ValueError("state_dict has no 'fc.weight': expected a full torchvision ResNet with its classifier")
-  num_classes = int(_to_numpy(state_dict["fc.weight"]).shape[0])
-  return _check_matches(variables, models.create(name, num_classes=num_classes), f"the {name} state_dict")
+  for key, (collection, path, _) in layout.items():
+    _put(variables[collection], path, _from_torch_array(_to_numpy(state[key]), key))
+  return _check_matches(variables, model, source)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,9 +327,12 @@ def _unwrap(state) -> dict:
 
 
 def torchvision_variables(name: str, state_dict_file, weights_name) -> dict:
-  """Variables of our v1.5 network `name` from a saved torchvision state_dict, or from torchvision itself."""
-  if name not in TORCHVISION_NAMES:
-    raise ValueError(f"--model={name}: choose one of {list(TORCHVISION_NAMES)}.")
+  """Variables of our network `name` from a saved torchvision or timm state_dict, or from torchvision itself."""
+  if name not in TORCH_LAYOUT_NAMES:
+    raise ValueError(f"--model={name}: choose one of {list(TORCH_LAYOUT_NAMES)}.")
+  if state_dict_file is None and name not in TORCHVISION_NAMES:
+    raise ValueError(f"torchvision has no {name}: pass --state_dict=FILE (e.g. timm's weights saved with "
+                     "torch.save(model.state_dict(), FILE)) or --from=safetensors.")
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as error:
@@ -245,6 +342,7 @@ def torchvision_variables(name: str, state_dict_file, weights_name) -> dict:
     if not os.path.isfile(state_dict_file):
       raise ValueError(f"--state_dict={state_dict_file}: no such file.")
     state = _unwrap(torch.load(state_dict_file, map_location="cpu", weights_only=True))
+    return from_torch_layout(state, name, source=state_dict_file)
   else:
     try:
       import torchvision  # pylint: disable=g-import-not-at-top
@@ -252,67 +350,35 @@ def torchvision_variables(name: str, state_dict_file, weights_name) -> dict:
       raise ImportError("Without --state_dict the network is built by torchvision, which is not installed: pip "
                         "install torchvision, or pass --state_dict=FILE.") from error
     state = torchvision.models.get_model(name, weights=weights_name).state_dict()
-  return from_torchvision(state, name)
+  return from_torch_layout(state, name, source=f"torchvision's {name}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The torchvision layout from our variables; safetensors files
 # ----------------------------------------------------------------------------------------------------------------
-_TORCH_FIELDS = {("params", "bn", "scale"): "weight", ("params", "bn", "bias"): "bias",
-                 ("batch_stats", "bn", "mean"): "running_mean", ("batch_stats", "bn", "var"): "running_var",
-                 ("params", "conv", "kernel"): "weight", ("params", "dense", "kernel"): "weight",
-                 ("params", "dense", "bias"): "bias"}
-
-
-def _torch_key(collection: str, path: tuple[str, ...]) -> str:
-  """Our variable ('params', ('stage2', 'block0', 'shortcut', 'bn', 'scale')) -> 'layer2.0.downsample.1.weight'."""
-  *module, leaf = path
-  kind = "bn" if module[-1].startswith("bn") else "conv" if module[-1].startswith("conv") else module[-1]
-  field = _TORCH_FIELDS.get((collection, kind, leaf))
-  if field is None or len(module) not in (2, 3, 4):
-    raise ValueError(f"{collection}/{'/'.join(path)} has no torchvision counterpart")
-  if module[0] == "stem":
-    prefix = "conv1" if kind == "conv" else "bn1"
-  elif module[0] == "head":
-    prefix = "fc"
-  else:
-    stage, block = int(module[0].removeprefix("stage")), int(module[1].removeprefix("block"))
-    names = {("shortcut", "conv"): "downsample.0", ("shortcut", "bn"): "downsample.1"}
-    prefix = f"layer{stage}.{block}." + names.get(tuple(module[2:]), module[-1])
-  return f"{prefix}.{field}"
-
-
-def _flat_variables(variables: Tree):
-  for collection in ("params", "batch_stats"):
-    for path, leaf in trees.flatten(variables.get(collection, {})).items():
-      yield collection, path, leaf
-
-
-def to_torchvision(variables: Tree) -> dict[str, np.ndarray]:
-  """Our v1.5 ResNet's variables as a torchvision state_dict of numpy arrays (`from_torchvision` inverted): OIHW
-  kernels, an (out, in) classifier, and `num_batches_tracked` (0) for every BatchNorm, as torchvision saves it.
+def to_torch_layout(variables: Tree, name: str | models.ResNet) -> dict[str, np.ndarray]:
+  """Our variables of network `name` (a name or the module) as a torchvision / timm state_dict of numpy arrays
+  (`from_torch_layout` inverted), with `num_batches_tracked` (0) for every BatchNorm, as torch saves it.
 
   Raises:
-    ValueError: a variable with no torchvision counterpart (another layout, e.g. a CIFAR net or v1 / pre-activation).
+    ValueError: a network or variable the torch layout has no name for.
   """
+  classes = int(np.shape(variables["params"]["head"]["dense"]["kernel"])[-1])
+  layout = torch_layout(models.create(name, num_classes=classes) if isinstance(name, str) else name)
   state = {}
-  for collection, path, leaf in _flat_variables(variables):
-    key, array = _torch_key(collection, path), np.asarray(leaf, np.float32)
-    if array.ndim == 4:
-      array = array.transpose(3, 2, 0, 1)
-    elif key == "fc.weight":
-      array = array.T
-    state[key] = np.ascontiguousarray(array)
+  for key, (collection, path, _) in layout.items():
+    leaf = variables[collection]
+    for part in path:
+      leaf = leaf[part]
+    state[key] = np.ascontiguousarray(_to_torch_array(np.asarray(leaf, np.float32), key))
     if key.endswith(".running_var"):
       state[key.removesuffix("running_var") + "num_batches_tracked"] = np.zeros((), np.int64)
   return state
 
 
-def torchvision_keys(name: str, num_classes: int) -> set[str]:
-  """The state_dict keys of torchvision's `name` (num_batches_tracked left out)."""
-  model = models.create(name, num_classes=num_classes)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
-  return {_torch_key(c, p) for c, p, _ in _flat_variables({k: shapes[k] for k in ("params", "batch_stats")})}
+def torch_layout_keys(name: str, num_classes: int) -> set[str]:
+  """The state_dict keys of torchvision's / timm's `name` (num_batches_tracked left out)."""
+  return set(torch_layout(models.create(name, num_classes=num_classes)))
 
 
 def random_variables(name: str, num_classes: int, seed: int = 0) -> Tree:
@@ -331,39 +397,37 @@ def write_safetensors(path: str, state: Mapping[str, np.ndarray], metadata: Mapp
 
 
 def safetensors_variables(path: str, name: str) -> Tree:
-  """Variables of our v1.5 network `name` from a .safetensors file in the torchvision / timm ResNet key layout.
+  """Variables of our network `name` from a .safetensors file in the torchvision / timm key layout.
 
   Raises:
-    ValueError: no such file, not a safetensors file, or keys that are not `name`'s (unknown and missing keys
-      named), or shapes that differ.
+    ValueError: no such file, not a safetensors file, or not `name`'s weights (one line naming the model it holds,
+      where it holds another named model; else the unknown, missing and misshapen keys).
     ImportError: the safetensors package is not installed.
   """
-  if name not in TORCHVISION_NAMES:
-    raise ValueError(f"--model={name}: choose one of {list(TORCHVISION_NAMES)}.")
+  if name not in TORCH_LAYOUT_NAMES:
+    raise ValueError(f"--model={name}: choose one of {list(TORCH_LAYOUT_NAMES)}.")
   if not os.path.isfile(path):
     raise ValueError(f"--safetensors={path}: no such file; give a .safetensors file of a torchvision or timm ResNet.")
+  return from_torch_layout(read_safetensors(path), name, source=path)
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """The state_dict in a .safetensors file, as numpy arrays (DataParallel's 'module.' prefixes removed).
+
+  Raises:
+    ValueError: not a readable safetensors file.
+    ImportError: the safetensors package is not installed.
+  """
   try:
     from safetensors.numpy import load_file
   except ImportError as error:
     raise ImportError("--from=safetensors needs the safetensors package: pip install safetensors") from error
   try:
-    state = _unwrap(load_file(path))
+    return _unwrap(load_file(path))
   except Exception as error:  # safetensors raises its own error type for a malformed header.
     if isinstance(error, ValueError) and "state_dict" in str(error):
       raise
     raise ValueError(f"{path} is not a readable .safetensors file: {error}") from None
-  classes = int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else 1000
-  want = torchvision_keys(name, classes)
-  got = {k for k in state if not k.endswith("num_batches_tracked")}
-  unknown, missing = sorted(got - want), sorted(want - got)
-  if unknown or missing:
-    headless = " (a backbone saved without its classifier cannot fill the model's head)" if "fc.weight" in missing \
-        else ""
-    raise ValueError(f"{path} does not hold torchvision's / timm's {name}: unknown keys {unknown[:8]}"
-                     f"{'...' if len(unknown) > 8 else ''} ({len(unknown)}), missing keys {missing[:8]}"
-                     f"{'...' if len(missing) > 8 else ''} ({len(missing)}){headless}. Expected the torchvision "
-                     "ResNet layout: conv1.weight, bn1.*, layer1.0.conv1.weight, ..., fc.weight, fc.bias.")
-  return from_torchvision(state, name)
 
 
 def model_flags(source: str, name: str) -> str:
@@ -374,10 +438,12 @@ def model_flags(source: str, name: str) -> str:
 
 def convert(source: str, out: str, *, overwrite: bool = False, keras_weights: str | None = None,
             num_classes: int = 1000, model: str = "resnet50", state_dict: str | None = None,
-            torchvision_weights: str | None = None, safetensors: str | None = None, seed: int = 0) -> str:
+            torchvision_weights: str | None = None, safetensors: str | None = None, seed: int = 0,
+            tag: str | None = None) -> str:
   """Converts weights from `source` ('keras', 'torchvision', 'safetensors', or 'random': our own initialisation)
   into a weights directory for `init_from`, or, where `out` ends in .safetensors, into a safetensors file in the
-  torchvision / timm layout.
+  torchvision / timm layout. With `tag` (a published weights tag of `model`, see `resnet_jax.pretrained`), the
+  message also says how those weights were evaluated and the flags that evaluate them here.
 
   Returns:
     What was written and how to use it, for the console.
@@ -387,7 +453,7 @@ def convert(source: str, out: str, *, overwrite: bool = False, keras_weights: st
       in the torchvision layout.
     ImportError: the source's library (Keras, torch, safetensors) is not installed.
   """
-  from resnet_jax import finetune
+  from resnet_jax import finetune, pretrained
 
   to_file = out.endswith(".safetensors")
   name = "resnet50" if source == "keras" else model
@@ -400,19 +466,21 @@ def convert(source: str, out: str, *, overwrite: bool = False, keras_weights: st
     variables = torchvision_variables(model, state_dict, torchvision_weights)
   elif source == "safetensors":
     variables = safetensors_variables(safetensors, model)
-  elif model in TORCHVISION_NAMES:
+  elif model in TORCH_LAYOUT_NAMES:
     variables = random_variables(model, num_classes, seed)
   else:
-    raise ValueError(f"--model={model}: choose one of {list(TORCHVISION_NAMES)}.")
+    raise ValueError(f"--model={model}: choose one of {list(TORCH_LAYOUT_NAMES)}.")
   count = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
   classes = np.shape(variables["params"]["head"]["dense"]["kernel"])[-1]
   what = f"{name} ({count:,} parameters, {classes} classes) from {source}"
   if to_file:
     if os.path.exists(out) and not overwrite:
       raise ValueError(f"{out} already exists; pass --overwrite or choose another path.")
-    write_safetensors(out, to_torchvision(variables), {"arch": name, "source": source})
+    write_safetensors(out, to_torch_layout(variables, name), {"arch": name, "source": source})
     return (f"Wrote {what} to {out}, in the torchvision / timm key layout.\nConvert it with: python -m "
             f"experiments.convert_weights --from=safetensors --safetensors={out} --model={name} --out=DIR")
   finetune.save_params(out, variables, overwrite=overwrite)
-  return (f"Wrote {what} to {out}.\n"
-          f"Fine-tune from it with: {model_flags(source, name)} --config.init_from={out}")
+  message = f"Wrote {what} to {out}.\nFine-tune from it with: {model_flags(source, name)} --config.init_from={out}"
+  if tag is not None:
+    message += "\n" + pretrained.evaluation_flags(name, tag)
+  return message

@@ -112,7 +112,7 @@ def test_torchvision_state_dict_converts(tmp_path):
   out = str(tmp_path / "converted")
   output = _convert("--from=torchvision", "--model=resnet18", f"--state_dict={path}", f"--out={out}")
   assert f"--config.model.name=resnet18 --config.init_from={out}" in output
-  _assert_equal(finetune.load_params(out), weights.from_torchvision(state, "resnet18"))
+  _assert_equal(finetune.load_params(out), weights.from_torch_layout(state, "resnet18"))
 
 
 def test_training_checkpoints_and_data_parallel_keys_are_unwrapped():
@@ -165,13 +165,13 @@ def test_random_resnet18_to_safetensors_and_back(tmp_path):
   state = load_file(path)
   assert len(state) == 122 and state["fc.weight"].shape == (10, 512)  # torchvision's resnet18 keys, fc (out, in).
   # Our initialisation (the subprocess's XLA flags may round the initialisers' last bit differently).
-  runs.assert_trees_close(weights.from_torchvision(state, "resnet18"), weights.random_variables("resnet18", 10),
+  runs.assert_trees_close(weights.from_torch_layout(state, "resnet18"), weights.random_variables("resnet18", 10),
                           rtol=1e-5, atol=1e-7)
   out = str(tmp_path / "converted")
   output = _convert("--from=safetensors", f"--safetensors={path}", "--model=resnet18", f"--out={out}")
   assert f"--config.model.name=resnet18 --config.init_from={out}" in output
   loaded = finetune.load_params(out)
-  _assert_equal(loaded, weights.from_torchvision(state, "resnet18"))
+  _assert_equal(loaded, weights.from_torch_layout(state, "resnet18"))
   merged = finetune.merge_for_finetune(_model_variables("resnet18", 3), loaded)
   _assert_equal(runs.without_head(merged["params"]), runs.without_head(loaded["params"]))
   assert merged["params"]["head"]["dense"]["kernel"].shape == (512, 3)

@@ -9,7 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Every module of the package, by layer. A module may import modules of its own layer or lower ones, never higher.
 LAYERS = {
-    "primitives": ["files", "metrics", "batchnorm", "xla_flags", "flops", "grid", "trees", "data.dataset_info"],
+    "primitives": ["files", "metrics", "batchnorm", "xla_flags", "flops", "grid", "trees", "data.dataset_info",
+                   "pretrained"],
     "parts": ["blocks", "models", "optim", "parallel", "distributed", "checkpoint", "finetune", "weights",
               "workdir_lock", "reporting", "plots", "results", "config", "startup", "data", "data.preprocess",
               "data.shapes", "data.synthetic", "data.tfrecords", "data.folder", "data.datasets", "data.pipeline"],

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resnet_jax import batchnorm, blocks, metrics, models
+from resnet_jax import batchnorm, blocks, flops, metrics, models
 
 # Exact parameter counts (all parameters, no BatchNorm statistics). ImageNet nets, 1000 classes: torchvision's
 # documented counts of the same networks (He et al. 2015, Table 1; torchvision.models weights metadata,
@@ -164,53 +164,19 @@ def test_parameter_paths():
 
 # --- MACs ---
 
-def _conventional_conv(next_fun, args, kwargs, context):
-  """Interceptor that makes XLA count MACs the way the literature does.
-
-  Published MAC counts (He et al. 2015; torchvision) charge every kernel tap at every output position, including
-  taps over the zero padding; XLA's cost analysis skips those (about 2.9 % of ResNet-50). They also exclude
-  BatchNorm, which XLA counts as arithmetic. So convolutions read an explicitly padded input that XLA may not fold
-  back into the convolution, and BatchNorm passes its input through. Everything else (convolutions, the
-  classifier, activations, pooling, additions) is the compiled forward pass as it is.
-  """
-  module = context.module
-  if context.method_name != "__call__":
-    return next_fun(*args, **kwargs)
-  if isinstance(module, (nn.BatchNorm, batchnorm.BatchNorm)):
-    return args[0]
-  if type(module) is nn.Conv:
-    (x,) = args
-    pads = ((0, 0),) + tuple(tuple(p) for p in module.padding) + ((0, 0),)
-    x = jax.lax.optimization_barrier(jnp.pad(x, pads))
-    strides = module.strides if isinstance(module.strides, tuple) else (module.strides,) * 2
-    return jax.lax.conv_general_dilated(x, module.variables["params"]["kernel"], strides, "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return next_fun(*args, **kwargs)
-
-
 def _xla_macs(model, size=224, conventional=True):
-  variables = _abstract_init(model, size)
-
-  def forward(variables, x):
-    if not conventional:
-      return model.apply(variables, x)
-    with nn.intercept_methods(_conventional_conv):
-      return model.apply(variables, x)
-
-  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  cost = jax.jit(forward).lower(variables, x).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older JAX returned one dict per device
-  return cost["flops"] / 2
+  return flops.forward_macs(model, size, conventional=conventional)
 
 
-@pytest.mark.parametrize("kernel, strides", [(7, 2), (3, 1), (3, 2), (1, 2)])
-def test_conventional_conv_interceptor_keeps_the_function(kernel, strides):
-  # The interceptor may change how XLA counts, never what a convolution computes.
+@pytest.mark.parametrize("kernel, strides, groups", [(7, 2, 1), (3, 1, 1), (3, 2, 1), (1, 2, 1), (3, 2, 4)])
+def test_conventional_conv_interceptor_keeps_the_function(kernel, strides, groups):
+  # The interceptor may change how XLA counts, never what a convolution computes (grouped ones included).
   pad = kernel // 2
-  conv = nn.Conv(8, (kernel, kernel), strides=strides, padding=((pad, pad), (pad, pad)), use_bias=False)
-  x = _images(size=15)
+  conv = nn.Conv(8, (kernel, kernel), strides=strides, padding=((pad, pad), (pad, pad)), use_bias=False,
+                 feature_group_count=groups)
+  x = jnp.tile(_images(size=15), (1, 1, 1, 4 if groups > 1 else 1))
   variables = conv.init(_key(0), x)
-  with nn.intercept_methods(_conventional_conv):
+  with nn.intercept_methods(flops.conventional_conv):
     rewritten = conv.apply(variables, x)
   np.testing.assert_allclose(rewritten, conv.apply(variables, x), rtol=1e-5, atol=1e-5)
 
@@ -236,16 +202,16 @@ def test_mac_count_leaves_batchnorm_out(norm):
   x = jnp.ones((1, 8, 8, 16))
   variables = layer.init(_key(0), x)
 
-  def flops(intercept):
+  def counted(intercept):
     def forward(variables, x):
       if not intercept:
         return layer.apply(variables, x)
-      with nn.intercept_methods(_conventional_conv):
+      with nn.intercept_methods(flops.conventional_conv):
         return layer.apply(variables, x)
     cost = jax.jit(forward).lower(variables, x).compile().cost_analysis()
     return (cost[0] if isinstance(cost, (list, tuple)) else cost).get("flops", 0.0)
 
-  assert flops(intercept=False) > 0 and flops(intercept=True) == 0
+  assert counted(intercept=False) > 0 and counted(intercept=True) == 0
 
 
 # --- Every name, every knob ---

@@ -320,7 +320,7 @@ def test_results_files_are_never_left_half_written(tmp_path):
 
 # --- Ready-made ablations -------------------------------------------------------------------------------------
 EXPECTED_ABLATIONS = ["activations", "depth_budget", "depth_study", "head_conv", "head_mlp", "head_pool",
-                      "plain_vs_residual", "shortcuts", "stem_pool", "zero_init"]
+                      "plain_vs_residual", "resnet_tweaks", "shortcuts", "stem_pool", "zero_init"]
 
 
 def test_every_ready_made_ablation_is_listed_and_plans(tmp_path):

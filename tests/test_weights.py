@@ -166,7 +166,7 @@ def test_torchvision_layout_matches_reference_count(name):
 def test_from_torchvision_matches_torchvision_forward(name):
   rng = np.random.default_rng(1)
   state = torchvision_state_dict(name, 10, rng)
-  variables = weights.from_torchvision(state, name)
+  variables = weights.from_torch_layout(state, name)
   params = variables["params"]
   np.testing.assert_array_equal(params["stem"]["conv"]["kernel"], state["conv1.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(params["head"]["dense"]["kernel"], state["fc.weight"].T)
@@ -181,16 +181,18 @@ def test_from_torchvision_matches_torchvision_forward(name):
 
 def test_from_torchvision_rejects_mismatches():
   state = torchvision_state_dict("resnet18", 10, np.random.default_rng(0))
-  with pytest.raises(ValueError, match=r"resnet200.*\['resnet18'"):
-    weights.from_torchvision(state, "resnet200")
-  with pytest.raises(ValueError, match="stage1/block0/conv1/kernel"):
-    weights.from_torchvision({k: v for k, v in state.items() if k != "layer1.0.conv1.weight"}, "resnet18")
-  with pytest.raises(ValueError, match="missing.*stage1/block2"):
-    weights.from_torchvision(state, "resnet34")  # resnet34 has three blocks in stage 1
+  with pytest.raises(ValueError, match=r"holds resnet18 weights, not resnet200: convert it with --model=resnet18"):
+    weights.from_torch_layout(state, "resnet200")
+  with pytest.raises(ValueError, match=r"no torchvision / timm counterpart for 'cifar_resnet20'"):
+    weights.from_torch_layout(state, "cifar_resnet20")
+  with pytest.raises(ValueError, match=r"missing keys \['layer1.0.conv1.weight'\] \(1\)"):
+    weights.from_torch_layout({k: v for k, v in state.items() if k != "layer1.0.conv1.weight"}, "resnet18")
+  with pytest.raises(ValueError, match="holds resnet18 weights, not resnet34"):
+    weights.from_torch_layout(state, "resnet34")  # resnet34 has three blocks in stage 1
   with pytest.raises(ValueError, match=r"wrong shapes.*stage1/block0/conv1/kernel: \(1, 1, 64, 64\)"):
-    weights.from_torchvision({**state, "layer1.0.conv1.weight": np.zeros((64, 64, 1, 1))}, "resnet18")
-  with pytest.raises(ValueError, match="unexpected state_dict key"):
-    weights.from_torchvision({**state, "layer1.0.se.weight": np.zeros(3)}, "resnet18")
+    weights.from_torch_layout({**state, "layer1.0.conv1.weight": np.zeros((64, 64, 1, 1))}, "resnet18")
+  with pytest.raises(ValueError, match=r"unknown keys \['layer1.0.se.weight'\]"):
+    weights.from_torch_layout({**state, "layer1.0.se.weight": np.zeros(3)}, "resnet18")
 
 
 # torchvision's own network, run in a child process: torch and the libraries it loads (triton) are kept out of the
@@ -227,9 +229,10 @@ def test_from_torchvision_matches_torchvision(name, tmp_path):
   with np.load(out) as saved:
     images, want = saved["images"], saved["logits"]
     state = {k[len("state/"):]: saved[k] for k in saved.files if k.startswith("state/")}
-  variables = weights.from_torchvision(state, name)
+  variables = weights.from_torch_layout(state, name)
   got = models.create(name, num_classes=10).apply(variables, images)
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  # Random ResNet-50 logits reach ~200: float32 summation order alone moves them by ~1e-6 of that.
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
 
 
 # --- The torchvision layout from our variables; safetensors files ---
@@ -238,12 +241,12 @@ def test_from_torchvision_matches_torchvision(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(_TORCHVISION))
 def test_to_torchvision_inverts_from_torchvision(name):
   state = torchvision_state_dict(name, 10, np.random.default_rng(2))
-  back = weights.to_torchvision(weights.from_torchvision(state, name))
+  back = weights.to_torch_layout(weights.from_torch_layout(state, name), name)
   assert set(back) == set(state)
   for key, value in state.items():
     np.testing.assert_array_equal(back[key], value, err_msg=key)
     assert back[key].dtype == value.dtype, key
-  assert weights.torchvision_keys(name, 10) == {k for k in state if not k.endswith("num_batches_tracked")}
+  assert weights.torch_layout_keys(name, 10) == {k for k in state if not k.endswith("num_batches_tracked")}
 
 
 def test_safetensors_file_converts_with_torchvision_logits(tmp_path):
@@ -271,10 +274,10 @@ def test_safetensors_with_other_keys_names_them(tmp_path):
   with pytest.raises(ValueError, match=r"unknown keys \['layer1.0.se.fc.weight'\] \(1\), missing keys "
                                        r"\['layer2.0.conv1.weight'\] \(1\)"):
     weights.safetensors_variables(path, "resnet18")
-  with pytest.raises(ValueError, match=r"missing keys \[.*'layer1.2.*\(\d+\)"):  # ResNet-34 has 3 blocks in stage 1.
+  with pytest.raises(ValueError, match=r"holds resnet18 weights, not resnet34"):  # a whole other named model
     weights.safetensors_variables(_written(tmp_path, state), "resnet34")
   headless = {k: v for k, v in state.items() if not k.startswith("fc.")}
-  with pytest.raises(ValueError, match=r"missing keys \['fc.bias', 'fc.weight'\].*without its classifier"):
+  with pytest.raises(ValueError, match=r"has no 'fc.weight': a backbone saved without its classifier"):
     weights.safetensors_variables(_written(tmp_path, headless, "headless"), "resnet18")
   (tmp_path / "text.safetensors").write_text("not a safetensors file")
   with pytest.raises(ValueError, match="is not a readable .safetensors file"):
