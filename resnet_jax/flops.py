@@ -147,8 +147,6 @@ def mfu(flops_per_step: float | None, steps_per_sec: float, device_kind: str, dt
   return flops_per_step * steps_per_sec / peak
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Multiply-accumulates of a forward pass, counted as the literature counts them
 # ----------------------------------------------------------------------------------------------------------------

@@ -35,9 +35,18 @@ import jax
 import jax.numpy as jnp
 
 from resnet_jax import batchnorm
+from resnet_jax.blocks import (
+  ATTENTION,
+  BasicBlock,
+  Bottleneck,
+  Head,
+  ResidualBlock,
+  Stage,
+  Stem,
+  bottleneck_width,
+  stem_widths,
+)
 from resnet_jax.blocks import INTERMEDIATES as INTERMEDIATES  # Re-exported: where tools read the branch outputs.
-from resnet_jax.blocks import ATTENTION, BasicBlock, Bottleneck, Head, ResidualBlock, Stage, Stem
-from resnet_jax.blocks import bottleneck_width, stem_widths
 
 VARIANTS = ("v1", "v1.5", "preact")
 SHORTCUTS = ("A", "B", "C", "none")

@@ -39,6 +39,9 @@ class EvalSettings:
     return math.floor(self.input_size / self.crop_pct + 1e-9)  # 224 / (224 / 232) is 231.99999... in floats
 
 
+_HALF = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # timm's ra4 weights normalise to [-1, 1]
+
+
 def _timm(size, crop_pct, interpolation, **kwargs) -> EvalSettings:
   return EvalSettings(size, crop_pct, interpolation, **kwargs)
 
@@ -59,7 +62,7 @@ PUBLISHED: dict[str, EvalSettings] = {
     "resnet34.a2_in1k": _timm(224, 0.95, "bicubic", test=(288, 1.0), top1=75.52),
     "resnet34.a3_in1k": _timm(160, 0.95, "bicubic", test=(224, 0.95), top1=70.58),
     "resnet34.bt_in1k": _timm(224, 0.875, "bicubic", test=(288, 0.95), top1=75.176),
-    "resnet34.ra4_e3600_r224_in1k": _timm(224, 0.9, "bicubic", test=(288, 1.0), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), top1=77.492),
+    "resnet34.ra4_e3600_r224_in1k": _timm(224, 0.9, "bicubic", test=(288, 1.0), **_HALF, top1=77.492),
     "resnet34.tv_in1k": _timm(224, 0.875, "bilinear", top1=73.298),
     "resnet34.gluon_in1k": _timm(224, 0.875, "bicubic", top1=74.574),
     "resnet50.a1_in1k": _timm(224, 0.95, "bicubic", test=(288, 1.0), top1=80.382),
@@ -97,7 +100,7 @@ PUBLISHED: dict[str, EvalSettings] = {
     "resnet26d.bt_in1k": _timm(224, 0.875, "bicubic", test=(288, 0.95), top1=76.698),
     "resnet50c.gluon_in1k": _timm(224, 0.875, "bicubic", top1=78.016),
     "resnet50d.ra2_in1k": _timm(224, 0.875, "bicubic", test=(288, 0.95), top1=80.546),
-    "resnet50d.ra4_e3600_r224_in1k": _timm(224, 0.95, "bicubic", test=(288, 1.0), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), top1=80.956),
+    "resnet50d.ra4_e3600_r224_in1k": _timm(224, 0.95, "bicubic", test=(288, 1.0), **_HALF, top1=80.956),
     "resnet50d.a1_in1k": _timm(224, 0.95, "bicubic", test=(288, 1.0), top1=80.73),
     "resnet50d.a2_in1k": _timm(224, 0.95, "bicubic", test=(288, 1.0), top1=80.268),
     "resnet50d.a3_in1k": _timm(160, 0.95, "bicubic", test=(224, 0.95), top1=77.222),

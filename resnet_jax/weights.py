@@ -195,6 +195,11 @@ def _from_torch_array(array: np.ndarray, key: str) -> np.ndarray:
   return array.T if key == "fc.weight" else array
 
 
+def _our_shape(shape: tuple[int, ...], key: str) -> tuple[int, ...]:
+  """The shape `_from_torch_array` gives an array of torch-layout `shape` (without touching any data)."""
+  return tuple(_from_torch_array(np.broadcast_to(np.float32(0), shape), key).shape)
+
+
 def _to_torch_array(array: np.ndarray, key: str) -> np.ndarray:
   if array.ndim == 4:
     return array.transpose(3, 2, 0, 1)
@@ -214,7 +219,7 @@ def _num_classes(state: Mapping[str, Any]) -> int | None:
   return int(np.shape(state["fc.weight"])[0]) if "fc.weight" in state else None
 
 
-def _signature(keys, shapes: Mapping[str, tuple[int, ...]]) -> tuple:
+def _signature(keys) -> tuple:
   """What tells the architectures apart before shapes: blocks per stage, deep stem, ResNet-D shortcut, attention."""
   blocks: dict[int, int] = {}
   for key in keys:
@@ -236,15 +241,13 @@ def identify(state: Mapping[str, Any]) -> str | None:
   state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
   classes = _num_classes(state) or 1000
   shapes = {k: tuple(np.shape(v)) for k, v in state.items()}
-  signature = _signature(state, shapes)
+  signature = _signature(state)
   for name in TORCH_LAYOUT_NAMES:
     model = models.create(name, num_classes=classes)
     if _model_signature(model) != signature:
       continue
     layout = torch_layout(model)
-    if set(layout) == set(shapes) and all(
-        tuple(_from_torch_array(np.empty(shapes[k], np.float32), k).shape) == want
-        for k, (_, _, want) in layout.items()):
+    if set(layout) == set(shapes) and all(_our_shape(shapes[k], k) == want for k, (_, _, want) in layout.items()):
       return name
   return None
 
@@ -283,7 +286,7 @@ def from_torch_layout(state_dict: Mapping[str, Any], name: str | models.ResNet, 
   unknown, missing = sorted(set(state) - set(layout)), sorted(set(layout) - set(state))
   wrong = []
   for key in sorted(set(state) & set(layout)):
-    got = tuple(_from_torch_array(np.empty(np.shape(state[key]), np.float32), key).shape)
+    got = _our_shape(np.shape(state[key]), key)
     if got != layout[key][2]:
       wrong.append(f"{key} -> {'/'.join(layout[key][1])}: {got} (expected {layout[key][2]})")
   if unknown or missing or wrong:

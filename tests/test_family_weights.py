@@ -201,19 +201,21 @@ safetensors.numpy.save_file({k: v.numpy() for k, v in net.state_dict().items()},
 np.savez(out, images=images, logits=logits)
 """
 
-_FAST_TIMM = ("resnet50d", "seresnet50", "ecaresnet50d", "resnext50_32x4d")
+# In the default suite (where torch is installed); the other peers are marked slow.
+_FAST = {"timm": ("resnet50d", "seresnet50", "ecaresnet50d", "resnext50_32x4d"),
+         "torchvision": ("resnet18", "resnet50", "resnext50_32x4d")}
 
 
 def _peer_case(library, name):
   installed = importlib.util.find_spec(library) is not None and importlib.util.find_spec("torch") is not None
   marks = [pytest.mark.skipif(not installed, reason=f"{library} (with torch) is not installed")]
-  if name not in _FAST_TIMM:
+  if name not in _FAST[library]:
     marks.append(pytest.mark.slow)
   return pytest.param(library, name, marks=marks, id=f"{library}-{name}")
 
 
 @pytest.mark.parametrize("library, name", [_peer_case("timm", n) for n in weights.TORCH_LAYOUT_NAMES] + [
-    _peer_case("torchvision", n) for n in weights.TORCHVISION_NAMES if n not in ("resnet18", "resnet50")])
+    _peer_case("torchvision", n) for n in weights.TORCHVISION_NAMES])
 def test_full_model_logits_equal_the_peers(library, name, tmp_path):
   """The named model built by timm or torchvision (random weights, randomised BatchNorm), saved as .safetensors,
   converted by the converter's own path, gives the peer's logits (61 x 61 images: odd sizes all the way down)."""
