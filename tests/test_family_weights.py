@@ -82,7 +82,11 @@ def _zeros_state(name, classes=10, seed=None):
   return state
 
 
-@pytest.mark.parametrize("name", weights.TORCH_LAYOUT_NAMES)
+_DEEP = ("resnet101", "resnet152", "resnet200", "resnext101", "wide_resnet101")  # slow to trace: the slow set
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith(_DEEP) else n
+                                  for n in weights.TORCH_LAYOUT_NAMES])
 def test_every_named_model_has_a_layout(name):
   layout = weights.torch_layout(models.create(name, num_classes=1000))
   learned = sum(int(np.prod(shape)) for key, (collection, _, shape) in layout.items() if collection == "params")
@@ -92,8 +96,8 @@ def test_every_named_model_has_a_layout(name):
   assert "fc.weight" in layout and "conv1.weight" in layout or "conv1.0.weight" in layout
 
 
-@pytest.mark.parametrize("name", ["resnet50d", "resnet50t", "seresnet50", "ecaresnet50d", "resnext50_32x4d",
-                                  "wide_resnet50_2"])
+@pytest.mark.parametrize("name", ["resnet50d", "seresnet50", "ecaresnet50d", "resnext50_32x4d"] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in ("resnet50t", "wide_resnet50_2")])
 def test_named_model_round_trips_through_safetensors(name, tmp_path):
   """The converter's own path both ways: a .safetensors file in the layout -> our variables -> a .safetensors file,
   equal array for array (random values, so a transposition or a swapped pair of keys would show)."""
@@ -126,9 +130,9 @@ def test_named_models_use_timms_key_names(name, case):
 
 
 @pytest.mark.parametrize("given, actual", [("resnet50", "resnet50d"), ("resnet50d", "resnet50c"),
-                                           ("resnet50", "resnext50_32x4d"), ("seresnet50", "resnet50"),
-                                           ("resnet50d", "ecaresnet50d"), ("resnet50d", "resnet50t"),
-                                           ("resnet18", "resnet26d")])
+                                           ("resnet50", "resnext50_32x4d"), ("resnet18", "resnet26d")] + [
+    pytest.param(g, a, marks=pytest.mark.slow) for g, a in (("seresnet50", "resnet50"), ("resnet50d", "ecaresnet50d"),
+                                                            ("resnet50d", "resnet50t"))])
 def test_another_architectures_file_is_refused_in_one_line(given, actual, tmp_path):
   path = str(tmp_path / f"{actual}.safetensors")
   weights.write_safetensors(path, _zeros_state(actual))
