@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -93,7 +94,7 @@ class _EventWriter:
   file systems, like every other run file (`files.open_file`)."""
 
   def __init__(self, logdir: str):
-    from tensorboardX import SummaryWriter, record_writer  # pylint: disable=g-import-not-at-top
+    SummaryWriter, record_writer = _tensorboardx()  # pylint: disable=invalid-name
     if files.is_url(logdir):
       record_writer.register_writer_factory(logdir.split("://")[0], _RunFileFactory())
     # Flushed by `write` itself, after every record.
@@ -106,6 +107,25 @@ class _EventWriter:
 
   def close(self) -> None:
     self._writer.close()
+
+
+def _tensorboardx():
+  """tensorboardX's SummaryWriter and record_writer, imported without PyTorch.
+
+  tensorboardX's writer module imports torch whenever it is installed, only to accept torch tensors, which a JAX run
+  never passes. Loaded beside JAX and TensorFlow, torch costs seconds and hundreds of MB per process, and its triton
+  import has crashed processes; so unless torch is already loaded, its import fails for the length of this one (as if
+  it were not installed), and is free again afterwards.
+  """
+  block = "torch" not in sys.modules
+  if block:
+    sys.modules["torch"] = None  # What an import of a missing package meets: ImportError, which tensorboardX catches.
+  try:
+    from tensorboardX import SummaryWriter, record_writer  # pylint: disable=g-import-not-at-top
+  finally:
+    if block and sys.modules.get("torch", "absent") is None:
+      del sys.modules["torch"]
+  return SummaryWriter, record_writer
 
 
 class _RunFileFactory:

@@ -34,10 +34,26 @@ def shapes_small(shapes_data_dir):
   return f"--config.data.data_dir={shapes_data_dir}"
 
 
+def _torch_loaded() -> bool:
+  import sys
+  return sys.modules.get("torch") is not None  # None: a test's stand-in for "not installed" (monkeypatch).
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+  """The test that first loads torch into the test process fails, by name (under xdist too, where the session check
+  below sees only the controller)."""
+  loaded = _torch_loaded()
+  result = yield
+  if not loaded and _torch_loaded():
+    raise AssertionError(f"{item.nodeid} imported torch into the test process (its own code or the code it ran); "
+                         "run PyTorch in a child process, and keep it out of the project's own imports.")
+  return result
+
+
 def pytest_sessionfinish(session, exitstatus):
   """PyTorch runs only in child processes (peers, reference logits): loaded next to JAX and TensorFlow in the test
   process, its import of triton has crashed the whole suite. A test that imports it here fails the session."""
-  import sys
-  if "torch" in sys.modules and session.exitstatus == 0:
+  if _torch_loaded() and session.exitstatus == 0:
     print("\nA test imported torch into the test process; run PyTorch in a child process instead.")
     session.exitstatus = 1

@@ -1,8 +1,11 @@
 """Tests for resnet_jax.reporting: metrics.jsonl, TensorBoard events, console lines, the saved config, MFU lines,
 profiles."""
 import glob
+import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +30,23 @@ def test_records_carry_wall_time(tmp_path):
     rep.write(1, "train", {"loss": 1.0})
   (record,) = files.read_records(os.path.join(str(tmp_path), files.METRICS_FILE))
   assert before - 1 <= record["wall_time"] <= time.time() + 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed: nothing to keep out")
+def test_tensorboard_events_do_not_load_torch(tmp_path):
+  """tensorboardX's writer imports torch where it is installed; a run's TensorBoard events must not (in a child
+  process, so that the test process stays free of torch whatever happens)."""
+  code = ("import sys; from resnet_jax import reporting\n"
+          "with reporting.Reporter(sys.argv[1], total_steps=1, is_main=True, start_step=0, console=None) as rep:\n"
+          "  rep.write(1, 'train', {'loss': 1.0})\n"
+          "print(sorted(set(sys.modules) & {'torch', 'tensorboardX'}))\n"
+          "import torch\n"  # Free again afterwards, for a program that wants it.
+          "print(torch.zeros(1).shape)")
+  result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=runs.ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split("\n")[-3:-1] == ["['tensorboardX']", "torch.Size([1])"], result.stdout
+  assert runs.read_events(str(tmp_path)) == {(1, "train/loss"): 1.0}
 
 
 def test_jsonl_and_tensorboard_agree(tmp_path):
