@@ -80,8 +80,13 @@ class ShardMap:
 
 @dataclasses.dataclass(frozen=True)
 class Pmap:
-  """Per-device copies with a leading device axis; the function runs under `jax.pmap`."""
+  """Per-device copies with a leading device axis; the function runs under `jax.pmap`.
+
+  `devices` (default: pmap's own choice, the local devices) names the devices to map over; compiling for devices
+  that are not here (`resnet_jax.aot`) gives them.
+  """
   mesh: Mesh
+  devices: tuple | None = None
 
   def put_state(self, state):
     """One copy per local device, stacked along a leading axis sharded over them (pmap's input layout)."""
@@ -108,7 +113,7 @@ class Pmap:
     return jax.tree.map(split, host_batch)
 
   def map_step(self, fn: Callable, *, num_batch_args: int = 1, donate_state: bool = True) -> Callable:
-    pmapped = jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,) if donate_state else ())
+    pmapped = jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,) if donate_state else (), devices=self.devices)
 
     return _PmapStep(pmapped)
 
@@ -133,6 +138,12 @@ class _PmapStep:
 
   def cost_analysis(self):
     return self._fn.cost_analysis()
+
+  def __getattr__(self, name):
+    """Anything else (memory_analysis, as_text, compiler_ir, ...) of the lowered or compiled step it wraps."""
+    if name.startswith("_"):
+      raise AttributeError(name)
+    return getattr(self._fn if self._lowered is None else self._lowered, name)
 
 
 def _host_local_to_replicated(x, sharding):

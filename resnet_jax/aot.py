@@ -1,0 +1,462 @@
+"""Compiling the trainer's own steps for an accelerator that is not here: TPU slices and NVIDIA GPUs, on a CPU.
+
+JAX compiles ahead of time for a topology it only knows by description ("deviceless" compilation): libtpu describes
+any Cloud TPU slice, and the CUDA plugin describes a GPU from a target description (`resnet_jax/gpu_targets/`). The
+program compiled is the trainer's: `train.build` of the config, the per-device `train.train_step` and
+`train.eval_step` mapped by the config's strategy over a mesh of the target's devices, fed batches of the shapes and
+dtypes the input pipeline gives. XLA then says what each device needs (`memory_analysis`), how much work a step is
+(`cost_analysis`, or the HLO cost analysis where the GPU path gives none) and which collectives the program holds.
+
+Targets are named as Cloud names accelerator types: `tpu:v4-8` and `tpu:v5p-8` count TensorCores (4 chips of 2
+cores; one JAX device per chip), `tpu:v5e-4` and `tpu:v6e-4` count chips; `tpu:2xv5p-8` is two slices joined over
+the data-centre network. GPUs: `gpu:h100` (one), `gpu:h100x8` (one host of 8), `gpu:2xh100x8` (two hosts).
+
+Needs the accelerator's JAX package beside the CPU one: `pip install "jax[tpu]==<jax version>"` (libtpu) for TPU
+targets, `pip install "jax[cuda13]==<jax version>"` for GPU targets (run with JAX_PLATFORMS=cpu: no GPU is used).
+Imports no TensorFlow: the dataset's shapes come from `data.info` where the data is prepared, else from
+`NOMINAL_DATASETS`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax import parallel, train
+from resnet_jax.data.dataset_info import DatasetInfo
+
+GiB = 1024**3
+GPU_MEMORY_FRACTION = 0.75  # What JAX preallocates of a GPU by default (XLA_PYTHON_CLIENT_MEM_FRACTION).
+TARGETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_targets")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chips and targets
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """One accelerator chip (one JAX device): its datasheet figures and how to describe it to the compiler."""
+  name: str
+  platform: str  # "tpu" or "gpu"
+  peak_bf16: float  # Dense bfloat16 FLOP/s.
+  hbm_bytes: int  # Nominal memory.
+  bandwidth: float  # Memory bandwidth, bytes/s.
+  source: str
+  tpu_name: str | None = None  # libtpu's topology prefix ("v5p")
+  gpu_spec: str | None = None  # A GpuTargetConfigProto text file in TARGETS_DIR.
+
+  @property
+  def usable_bytes(self) -> int:
+    """The memory XLA may use for one program: all of a TPU's HBM (the compiler itself refuses a program larger than
+    it), 75 % of a GPU's (JAX's default preallocation; XLA_PYTHON_CLIENT_MEM_FRACTION changes it)."""
+    return int(self.hbm_bytes * (GPU_MEMORY_FRACTION if self.platform == "gpu" else 1.0))
+
+  @property
+  def usable_rule(self) -> str:
+    if self.platform == "gpu":
+      return f"{GPU_MEMORY_FRACTION:.0%} of {self.hbm_bytes / GiB:.1f} GiB (JAX's default GPU preallocation)"
+    return f"the chip's {self.hbm_bytes / GiB:.1f} GiB of HBM (the TPU compiler refuses more)"
+
+
+CHIPS = {
+    "v4": Chip("TPU v4", "tpu", 275e12, 32 * GiB, 1200e9, "cloud.google.com/tpu/docs/v4", tpu_name="v4"),
+    "v5e": Chip("TPU v5e", "tpu", 197e12, 16 * GiB, 819e9, "cloud.google.com/tpu/docs/v5e", tpu_name="v5e"),
+    "v5p": Chip("TPU v5p", "tpu", 459e12, 95 * GiB, 2765e9, "cloud.google.com/tpu/docs/v5p", tpu_name="v5p"),
+    "v6e": Chip("TPU v6e", "tpu", 918e12, 32 * GiB, 1640e9, "cloud.google.com/tpu/docs/v6e", tpu_name="v6e"),
+    # device_memory_size of XLA's own target descriptions (84,942,979,072 and 151,397,597,184 bytes).
+    "h100": Chip("NVIDIA H100 SXM 80GB", "gpu", 989e12, 84_942_979_072, 3.35e12,
+                 "NVIDIA H100 datasheet (dense bf16, SXM); memory from XLA's h100_sxm target description",
+                 gpu_spec="h100_sxm.txtpb"),
+    "h200": Chip("NVIDIA H200 SXM 141GB", "gpu", 989e12, 151_397_597_184, 4.8e12,
+                 "NVIDIA H200 datasheet (dense bf16, SXM); memory from XLA's h200 target description",
+                 gpu_spec="h200.txtpb"),
+}
+
+# TPU generations whose accelerator type counts TensorCores (2 per chip, one JAX device per chip: megacore).
+_CORES_PER_CHIP = {"v4": 2, "v5p": 2, "v5e": 1, "v6e": 1}
+# Slice shapes (chips) as Cloud provisions them: 3-D tori for v4/v5p, 2-D for v5e/v6e.
+_SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8",
+              512: "8x8x8", 1024: "8x8x16", 2048: "8x16x16", 4096: "16x16x16"}
+_SHAPES_2D = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+GPUS_PER_HOST = 8
+
+EXAMPLE_TARGETS = ("tpu:v4-8", "tpu:v5e-4", "tpu:v5e-8", "tpu:v5p-8", "tpu:v6e-4", "tpu:v5p-128", "tpu:2xv5p-8",
+                   "gpu:h100", "gpu:h200", "gpu:h100x8", "gpu:h200x8")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """A named slice or GPU set: `chips` devices of `chip` in `slices` slices (or hosts, for GPUs)."""
+  name: str
+  chip: Chip
+  chips: int  # Devices in all.
+  slices: int = 1
+  topology: str = ""  # libtpu's "v5p:2x2x1", or the GPU topology "slices x hosts x gpus per host".
+
+  @property
+  def platform(self) -> str:
+    return self.chip.platform
+
+
+def _usage() -> str:
+  return (f"targets are tpu:<v4|v5p>-<TensorCores> (2 per chip), tpu:<v5e|v6e>-<chips>, with N slices "
+          f"tpu:Nx<type>, and gpu:<h100|h200>[x<GPUs, at most {GPUS_PER_HOST} per host>], with N hosts "
+          f"gpu:Nx<h100|h200>x<GPUs per host>; for example {', '.join(EXAMPLE_TARGETS)}")
+
+
+def parse_target(name: str) -> Target:
+  """The `Target` of a name such as 'tpu:v5p-8', 'tpu:2xv5p-8', 'gpu:h100x8' or 'gpu:2xh200x8'.
+
+  Raises:
+    ValueError: an unknown or malformed name, or a slice size Cloud does not provision (one line, with examples).
+  """
+  platform, _, rest = name.partition(":")
+  match = re.fullmatch(r"(?:(\d+)x)?(.+)", rest)
+  count = int(match.group(1)) if match and match.group(1) else 1
+  body = match.group(2) if match else ""
+  if platform == "tpu":
+    tpu = re.fullmatch(r"(v4|v5p|v5e|v6e)-(\d+)", body)
+    if not tpu or count < 1:
+      raise ValueError(f"unknown target {name!r}: {_usage()}")
+    generation, units = tpu.group(1), int(tpu.group(2))
+    cores = _CORES_PER_CHIP[generation]
+    chips, left = divmod(units, cores)
+    shapes = _SHAPES_3D if cores == 2 else _SHAPES_2D
+    if left or chips not in shapes:
+      sizes = ", ".join(f"{generation}-{c * cores}" for c in sorted(shapes))
+      raise ValueError(f"{name!r}: Cloud provisions {generation} slices of {sizes}.")
+    return Target(name, CHIPS[generation], chips * count, count, f"{generation}:{shapes[chips]}")
+  if platform == "gpu":
+    gpu = re.fullmatch(r"(h100|h200)(?:x(\d+))?", body)
+    if not gpu:
+      raise ValueError(f"unknown target {name!r}: {_usage()}")
+    per_host = int(gpu.group(2) or 1)
+    if not 1 <= per_host <= GPUS_PER_HOST:
+      raise ValueError(f"{name!r}: a host has 1 to {GPUS_PER_HOST} GPUs; for more, name hosts: gpu:2x{gpu.group(1)}x8.")
+    return Target(name, CHIPS[gpu.group(1)], per_host * count, count, f"1x{count}x{per_host}")
+  raise ValueError(f"unknown target {name!r}: {_usage()}")
+
+
+def target_devices(target: Target) -> list:
+  """The target's devices as the compiler describes them (no device is used).
+
+  Raises:
+    ImportError: the accelerator's JAX package is missing (one line saying what to install).
+  """
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  version = jax.__version__
+  if target.platform == "tpu":
+    try:
+      import libtpu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      raise ImportError(f'{target.name} needs libtpu: pip install "jax[tpu]=={version}"') from None
+    topology = topologies.get_topology_desc(target.topology, platform="tpu", num_slices=target.slices)
+  else:
+    if not _has_cuda_plugin():
+      raise ImportError(f"{target.name} needs JAX's CUDA plugin: pip install \"jax[cuda13]=={version}\" (about 5 GB; "
+                        "run with JAX_PLATFORMS=cpu where there is no GPU)")
+    with open(os.path.join(TARGETS_DIR, target.chip.gpu_spec)) as f:
+      spec = f.read()
+    topology = topologies.get_topology_desc(platform="cuda", topology=target.topology, target_config=spec)
+  devices = list(topology.devices)
+  if len(devices) != target.chips:
+    raise RuntimeError(f"{target.name}: the compiler describes {len(devices)} devices, expected {target.chips}.")
+  return devices
+
+
+def _has_cuda_plugin() -> bool:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return any(importlib.util.find_spec(m) is not None for m in ("jax_cuda13_plugin", "jax_cuda12_plugin"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The programs
+# ----------------------------------------------------------------------------------------------------------------
+# Shapes of datasets that need not be prepared here: (classes, training examples, eval examples, image size).
+NOMINAL_DATASETS = {"imagenet2012": (1000, 1_281_167, 50_000, 224), "imagenette": (10, 9_469, 3_925, 224),
+                    "cifar10": (10, 50_000, 10_000, 32), "cifar100": (100, 50_000, 10_000, 32)}
+
+
+def dataset_shapes(data_config) -> DatasetInfo:
+  """The dataset's `DatasetInfo` without reading it: `NOMINAL_DATASETS` (image size and class count as the config
+  sets them), or `data.info` for other datasets (which must then be prepared here).
+
+  Raises:
+    ValueError: a dataset outside `NOMINAL_DATASETS` that cannot be read here.
+  """
+  from resnet_jax import data  # pylint: disable=g-import-not-at-top
+  name = data_config.name.split("/")[0].split(":")[0]
+  if name in NOMINAL_DATASETS:
+    classes, num_train, num_eval, size = NOMINAL_DATASETS[name]
+    size = data_config.image_size or size
+    return DatasetInfo(num_classes=data_config.num_classes or classes, num_train=num_train, num_eval=num_eval,
+                       image_shape=(size, size, 3))
+  try:
+    return data.info(data_config)
+  except Exception as error:  # pylint: disable=broad-except  (TFDS missing, dataset not prepared, ...)
+    raise ValueError(f"The shapes of {data_config.name!r} are not known without its data ({error}); compile with "
+                     f"--config.data.name=synthetic --config.data.image_size=... --config.data.num_classes=... "
+                     "of the same shapes.") from None
+
+
+def with_device_batch(config, per_device: int, devices: int):
+  """`config` with `per_device` training images per device (and the same evaluation batch), over `devices`."""
+  config = config.copy_and_resolve_references()
+  config.batch_size = config.eval_batch_size = per_device * devices
+  return config
+
+
+@dataclasses.dataclass
+class Programs:
+  """The config's train and eval steps over a target's devices, and their abstract arguments."""
+  train_fn: Any
+  eval_fn: Any
+  train_args: tuple
+  eval_args: tuple
+  per_device_batch: int
+  per_device_eval_batch: int
+
+
+def programs(config, devices, info: DatasetInfo) -> Programs:
+  """The trainer's own mapped steps (`train.make_train_fn` / `make_eval_fn` of `train.build`) over `devices`, with
+  shapes-only state and batches laid out as the trainer lays them out.
+
+  Raises:
+    ValueError: the config's batches do not split evenly over the devices.
+  """
+  n = len(devices)
+  for field in ("batch_size", "eval_batch_size"):
+    if config[field] % n:
+      raise ValueError(f"config.{field}={config[field]} does not split over {n} devices: set a multiple of {n}.")
+  mesh = parallel.data_mesh(np.asarray(devices))
+  strategy = parallel.strategy(config.parallelism, mesh)
+  parts = train.build(config, info)
+  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  shapes = jax.eval_shape(
+      lambda rng: parts.make_state(train.init_variables(parts.eval_model, rng, info.image_shape)), init_rng)
+  if isinstance(strategy, parallel.ShardMap):
+    state = train.abstract(shapes, strategy.replicated)
+    lay_out = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=strategy.batch_sharding)
+  else:  # pmap: a leading axis of devices on the state and on the batch; one host's devices only.
+    if len({d.process_index for d in devices}) > 1:
+      raise ValueError("config.parallelism='pmap' compiles for one host's devices only (pmap maps over a process's "
+                       "local devices); use shard_map, the default, for multi-host targets.")
+    strategy = parallel.Pmap(mesh, devices=tuple(devices))
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct((n, *x.shape), x.dtype), shapes)
+    lay_out = lambda shape, dtype: jax.ShapeDtypeStruct((n, shape[0] // n, *shape[1:]), dtype)
+
+  def batch(size, *, mask):
+    spec = {"image": ((size, *info.image_shape), jnp.float32), "label": ((size,), jnp.int32)}
+    if mask:
+      spec["mask"] = ((size,), jnp.float32)
+    return {k: lay_out(s, d) for k, (s, d) in spec.items()}
+
+  return Programs(train.make_train_fn(config, parts, strategy, dropout_rng), train.make_eval_fn(parts.eval_model,
+                  strategy), (state, batch(config.batch_size, mask=False)),
+                  (state, batch(config.eval_batch_size, mask=True)), config.batch_size // n,
+                  config.eval_batch_size // n)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Compiling and reading the result
+# ----------------------------------------------------------------------------------------------------------------
+class DoesNotFit(Exception):
+  """The compiler refused the program for lack of memory."""
+
+
+_COLLECTIVE = re.compile(r"\b(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\(")
+_MEMORY_FIELDS = {"argument": "argument_size_in_bytes", "output": "output_size_in_bytes",
+                  "alias": "alias_size_in_bytes", "temp": "temp_size_in_bytes",
+                  "code": "generated_code_size_in_bytes"}
+
+
+def compile_program(fn, args, chip: Chip) -> dict:
+  """Lowers and compiles `fn(*args)` for the devices of `args`' shardings; returns what XLA says of it.
+
+  Raises:
+    DoesNotFit: the compiler refused the program for lack of memory (TPU).
+  """
+  start = time.perf_counter()
+  lowered = fn.lower(*args)
+  lowered_s = time.perf_counter() - start
+  try:
+    compiled = lowered.compile()
+  except Exception as error:  # pylint: disable=broad-except  (XlaRuntimeError; not importable by one stable name)
+    if "RESOURCE_EXHAUSTED" in str(error) or "exceeds" in str(error).lower() and "hbm" in str(error).lower():
+      raise DoesNotFit(_first_line(str(error))) from None
+    raise
+  out = {"lower_s": round(lowered_s, 2), "compile_s": round(time.perf_counter() - start - lowered_s, 2)}
+  stats = compiled.memory_analysis()
+  memory = {k: int(getattr(stats, v, 0) or 0) for k, v in _MEMORY_FIELDS.items()}
+  # Donated (aliased) outputs share their arguments' buffers: counted once.
+  memory["total"] = memory["argument"] + memory["output"] - memory["alias"] + memory["temp"] + memory["code"]
+  out["memory"] = memory
+  out["fits"] = memory["total"] <= chip.usable_bytes
+  out.update(_costs(compiled, lowered))
+  hlo = compiled.as_text()
+  out["collectives"] = _collectives(hlo)
+  out["cudnn_calls"] = hlo.count('custom_call_target="__cudnn$conv')
+  return out
+
+
+def _first_line(text: str) -> str:
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  return next((line for line in lines if "exceed" in line.lower() or "RESOURCE_EXHAUSTED" in line), lines[0])[:400]
+
+
+def _collectives(hlo: str) -> dict[str, int]:
+  counts: dict[str, int] = {}
+  for kind in _COLLECTIVE.findall(hlo):
+    counts[kind] = counts.get(kind, 0) + 1
+  return dict(sorted(counts.items()))
+
+
+def _costs(compiled, lowered) -> dict:
+  """FLOPs and bytes accessed per device and step: the compiled program's cost analysis where the backend gives one
+  (TPU). The GPU path gives none, and XLA's cost analysis of the optimised GPU module counts its cuDNN convolution
+  calls as zero FLOPs; there the FLOPs are the HLO cost analysis of the program before optimisation (convolutions
+  as written), and bytes accessed that of the optimised module (its real fusions)."""
+  analysis = _as_dict(_safe(compiled.cost_analysis))
+  if analysis.get("flops"):
+    return {"flops": float(analysis["flops"]), "bytes_accessed": float(analysis.get("bytes accessed", 0.0)),
+            "cost_source": "compiled"}
+  before = _hlo_cost(_safe(lambda: lowered.compiler_ir("hlo").get_hlo_module()))
+  after = {}
+  modules = _safe(lambda: compiled.runtime_executable().hlo_modules())
+  if modules:
+    after = _hlo_cost(modules[0])
+  return {"flops": before.get("flops"), "bytes_accessed": after.get("bytes accessed", before.get("bytes accessed")),
+          "flops_optimised_module": after.get("flops"), "cost_source": "hlo"}
+
+
+def _hlo_cost(module) -> dict:
+  if module is None:
+    return {}
+  from jax._src.lib import xla_client  # pylint: disable=g-import-not-at-top
+  cpu = jax.devices("cpu")[0].client
+  return _as_dict(_safe(lambda: xla_client._xla.hlo_module_cost_analysis(cpu, module)))  # pylint: disable=protected-access
+
+
+def _safe(fn):
+  try:
+    return fn()
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _as_dict(analysis) -> dict:
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return dict(analysis) if analysis else {}
+
+
+def roofline(result: dict, chip: Chip, per_device_batch: int) -> dict:
+  """A lower bound on the step time from the chip's peak bf16 FLOP/s and memory bandwidth (whichever is slower),
+  and the images/s per chip it implies."""
+  flops, moved = result.get("flops") or 0.0, result.get("bytes_accessed") or 0.0
+  compute_s, memory_s = flops / chip.peak_bf16, moved / chip.bandwidth
+  bound_s = max(compute_s, memory_s)
+  return {"compute_s": compute_s, "memory_s": memory_s, "bound": "memory" if memory_s > compute_s else "compute",
+          "step_s": bound_s, "images_per_s_per_chip": per_device_batch / bound_s if bound_s else None}
+
+
+def compile_config(config, target: Target, devices, info: DatasetInfo, *, eval_step: bool = True) -> dict:
+  """The config's train (and eval) step compiled for `target`: memory, fit, costs, collectives, roofline."""
+  progs = programs(config, devices, info)
+  out = {"target": target.name, "chip": target.chip.name, "devices": len(devices),
+         "hosts": len({d.process_index for d in devices}), "per_device_batch": progs.per_device_batch,
+         "usable_bytes": target.chip.usable_bytes, "usable_rule": target.chip.usable_rule}
+  try:
+    out["train"] = compile_program(progs.train_fn, progs.train_args, target.chip)
+    out["train"]["roofline"] = roofline(out["train"], target.chip, progs.per_device_batch)
+  except DoesNotFit as refusal:
+    out["train"] = {"fits": False, "refused": str(refusal)}
+  if eval_step:
+    try:
+      out["eval"] = compile_program(progs.eval_fn, progs.eval_args, target.chip)
+    except DoesNotFit as refusal:
+      out["eval"] = {"fits": False, "refused": str(refusal)}
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The largest batch
+# ----------------------------------------------------------------------------------------------------------------
+def train_fit(config, target: Target, devices, info: DatasetInfo, per_device: int) -> dict:
+  """The train step alone at `per_device` images per device: {'fits', 'total' bytes (when compiled), ...}."""
+  progs = programs(with_device_batch(config, per_device, len(devices)), devices, info)
+  try:
+    result = compile_program(progs.train_fn, progs.train_args, target.chip)
+  except DoesNotFit as refusal:
+    return {"per_device_batch": per_device, "fits": False, "refused": str(refusal)}
+  return {"per_device_batch": per_device, "fits": result["fits"], "total": result["memory"]["total"],
+          "temp": result["memory"]["temp"]}
+
+
+def find_max_batch(config, target: Target, devices, info: DatasetInfo, *, multiple: int = 8,
+                   probes: tuple[int, int] = (64, 128), max_compiles: int = 8, log=print) -> dict:
+  """The largest per-device training batch (a multiple of `multiple`) whose train step fits, in few compiles.
+
+  Memory is close to linear in the batch (parameters, optimizer state and code are fixed; activations grow with it),
+  so two compiles give a line and its prediction; a compile at the prediction checks it, and one a `multiple` above
+  it must not fit. Where the line is off, the next guess comes from the line through the two largest compiled
+  batches, so the answer is a verified pair: `max_per_device_batch` fits, `first_not_fitting` (= it + `multiple`)
+  does not.
+  """
+  usable = target.chip.usable_bytes
+  seen: dict[int, dict] = {}
+  low, high = 0, None  # Largest batch known to fit; smallest known not to.
+
+  def probe(batch):
+    nonlocal low, high
+    start = time.perf_counter()
+    seen[batch] = r = train_fit(config, target, devices, info, batch)
+    if r["fits"]:
+      low = max(low, batch)
+    else:
+      high = batch if high is None else min(high, batch)
+    size = f"{r['total'] / GiB:.2f} GiB, " if "total" in r else "refused by the compiler, "
+    verdict = "fits" if r["fits"] else "does not fit"
+    log(f"  {target.name}: {batch} images/device: {size}{verdict} ({time.perf_counter() - start:.0f} s)")
+
+  for batch in probes:
+    probe(batch)
+  predicted = None
+  while (high is None or high - low > multiple) and len(seen) < max_compiles:
+    points = sorted((b, r["total"]) for b, r in seen.items() if "total" in r)
+    if len(points) < 2:
+      raise RuntimeError(f"{target.name}: fewer than two of the batches tried compiled ({sorted(seen)}); give "
+                         "smaller probes.")
+    (b0, m0), (b1, m1) = points[-2:]
+    slope = (m1 - m0) / (b1 - b0)
+    guess = b1 + (usable - m1) / slope if slope > 0 else 2 * b1
+    guess = int(guess // multiple * multiple)
+    predicted = predicted or guess
+    guess = max(guess, low + multiple)
+    if high is not None:
+      guess = min(guess, high - multiple)
+    probe(guess)
+  fitted = sorted((b, r["total"]) for b, r in seen.items() if "total" in r)
+  slope = (fitted[-1][1] - fitted[0][1]) / (fitted[-1][0] - fitted[0][0])
+  return {"max_per_device_batch": low or None, "first_not_fitting": high,
+          "verified": high is not None and high - low == multiple, "predicted": predicted,
+          "bytes_per_image": slope, "fixed_bytes": fitted[0][1] - slope * fitted[0][0],
+          "compiles": {str(k): v for k, v in sorted(seen.items())}}
+
+
+def versions() -> dict:
+  """The versions a compile depends on."""
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  out = {}
+  for package in ("jax", "jaxlib", "libtpu", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", "optax"):
+    try:
+      out[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return out
