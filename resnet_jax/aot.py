@@ -200,8 +200,9 @@ def dataset_shapes(data_config) -> DatasetInfo:
   try:
     return data.info(data_config)
   except Exception as error:  # pylint: disable=broad-except  (TFDS missing, dataset not prepared, ...)
-    raise ValueError(f"The shapes of {data_config.name!r} are not known without its data ({error}); compile with "
-                     f"--config.data.name=synthetic --config.data.image_size=... --config.data.num_classes=... "
+    reason = " ".join(str(error).split())
+    raise ValueError(f"The shapes of {data_config.name!r} are not known without its data ({reason}); compile with "
+                     "--config.data.name=synthetic --config.data.image_size=... --config.data.num_classes=... "
                      "of the same shapes.") from None
 
 

@@ -14,7 +14,8 @@ import sys
 import jax
 import pytest
 
-from resnet_jax import aot, config as config_lib
+from resnet_jax import aot
+from resnet_jax import config as config_lib
 from tests import runs
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
@@ -64,6 +65,15 @@ def test_a_missing_accelerator_package_says_what_to_install():
   if not HAS_CUDA_PLUGIN:
     with pytest.raises(ImportError, match=rf'pip install "jax\[cuda13\]=={jax.__version__}"'):
       aot.target_devices(aot.parse_target("gpu:h100"))
+
+
+def test_dataset_shapes_need_no_data_for_the_common_datasets(tmp_path):
+  imagenet = config_lib.resolve("configs/default.py", [f"--config.data.data_dir={tmp_path}"])
+  assert aot.dataset_shapes(imagenet.data) == aot.DatasetInfo(1000, 1_281_167, 50_000, (224, 224, 3))
+  shapes = config_lib.resolve("configs/shapes.py", [f"--config.data.data_dir={tmp_path}"])
+  with pytest.raises(ValueError, match="The shapes of 'shapes' are not known without its data .*--config.data.name="
+                     "synthetic --config.data.image_size=... --config.data.num_classes=... of the same shapes."):
+    aot.dataset_shapes(shapes.data)
 
 
 def test_the_trainers_steps_compile_with_memory_costs_and_collectives():
