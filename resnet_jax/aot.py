@@ -19,6 +19,7 @@ Imports no TensorFlow: the dataset's shapes come from `data.info` where the data
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import time
@@ -156,7 +157,9 @@ def target_devices(target: Target) -> list:
       import libtpu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     except ImportError:
       raise ImportError(f'{target.name} needs libtpu: pip install "jax[tpu]=={version}"') from None
-    topology = topologies.get_topology_desc(target.topology, platform="tpu", num_slices=target.slices)
+    # v4 and v5p chips are one JAX device of 2 TensorCores ("megacore"), as on a real slice.
+    megacore = {"chip_config_name": "megacore"} if _CORES_PER_CHIP[target.topology.split(":")[0]] == 2 else {}
+    topology = topologies.get_topology_desc(target.topology, platform="tpu", num_slices=target.slices, **megacore)
   else:
     if not _has_cuda_plugin():
       raise ImportError(f"{target.name} needs JAX's CUDA plugin: pip install \"jax[cuda13]=={version}\" (about 5 GB; "
@@ -397,18 +400,19 @@ def train_fit(config, target: Target, devices, info: DatasetInfo, per_device: in
   except DoesNotFit as refusal:
     return {"per_device_batch": per_device, "fits": False, "refused": str(refusal)}
   return {"per_device_batch": per_device, "fits": result["fits"], "total": result["memory"]["total"],
-          "temp": result["memory"]["temp"]}
+          "temp": result["memory"]["temp"], "flops": result["flops"]}
 
 
 def find_max_batch(config, target: Target, devices, info: DatasetInfo, *, multiple: int = 8,
-                   probes: tuple[int, int] = (64, 128), max_compiles: int = 8, log=print) -> dict:
+                   probes: tuple[int, int] = (64, 128), max_compiles: int = 14, log=print) -> dict:
   """The largest per-device training batch (a multiple of `multiple`) whose train step fits, in few compiles.
 
-  Memory is close to linear in the batch (parameters, optimizer state and code are fixed; activations grow with it),
-  so two compiles give a line and its prediction; a compile at the prediction checks it, and one a `multiple` above
-  it must not fit. Where the line is off, the next guess comes from the line through the two largest compiled
-  batches, so the answer is a verified pair: `max_per_device_batch` fits, `first_not_fitting` (= it + `multiple`)
-  does not.
+  On a GPU memory is close to linear in the batch (parameters, optimizer state and code are fixed; activations grow
+  with it), so two compiles give a line, a compile at its prediction checks it, and one a `multiple` above must not
+  fit: four or five compiles. XLA's TPU compiler rematerialises activations as a program nears the HBM, which
+  flattens the line; there the guesses grow at most 4x at a time until one does not fit (refusals take seconds),
+  then bisect. The answer is a verified pair where `verified`: `max_per_device_batch` fits and
+  `first_not_fitting` (= it + `multiple`) does not.
   """
   usable = target.chip.usable_bytes
   seen: dict[int, dict] = {}
@@ -428,7 +432,7 @@ def find_max_batch(config, target: Target, devices, info: DatasetInfo, *, multip
 
   for batch in probes:
     probe(batch)
-  predicted = None
+  predicted, line_guesses_inside = None, 0
   while (high is None or high - low > multiple) and len(seen) < max_compiles:
     points = sorted((b, r["total"]) for b, r in seen.items() if "total" in r)
     if len(points) < 2:
@@ -436,17 +440,23 @@ def find_max_batch(config, target: Target, devices, info: DatasetInfo, *, multip
                          "smaller probes.")
     (b0, m0), (b1, m1) = points[-2:]
     slope = (m1 - m0) / (b1 - b0)
-    guess = b1 + (usable - m1) / slope if slope > 0 else 2 * b1
-    guess = int(guess // multiple * multiple)
-    predicted = predicted or guess
-    guess = max(guess, low + multiple)
+    line = b1 + (usable - m1) / slope if slope > 0 else math.inf
+    predicted = predicted or line
+    if high is None:  # Not bracketed yet: the line, at most 4x the largest batch that fits (XLA's TPU compiler
+      guess = min(line, 4 * max(low, b1))  # rematerialises near the limit, which flattens the line).
+    elif line_guesses_inside == 0 and low < line < high:
+      guess, line_guesses_inside = line, 1
+    else:
+      guess = (low + high) / 2  # Bisection once the line has had its chance.
+    guess = max(int(guess // multiple * multiple), low + multiple)
     if high is not None:
       guess = min(guess, high - multiple)
     probe(guess)
   fitted = sorted((b, r["total"]) for b, r in seen.items() if "total" in r)
   slope = (fitted[-1][1] - fitted[0][1]) / (fitted[-1][0] - fitted[0][0])
   return {"max_per_device_batch": low or None, "first_not_fitting": high,
-          "verified": high is not None and high - low == multiple, "predicted": predicted,
+          "verified": high is not None and high - low == multiple,
+          "predicted": int(predicted // multiple * multiple) if predicted and predicted < math.inf else None,
           "bytes_per_image": slope, "fixed_bytes": fitted[0][1] - slope * fitted[0][0],
           "compiles": {str(k): v for k, v in sorted(seen.items())}}
 
