@@ -21,6 +21,7 @@ import json
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # Compile for the target only; touch no local accelerator.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # No TPU is opened, so compiles may run side by side.
 
 from absl import app, flags  # noqa: E402
 

@@ -157,9 +157,13 @@ def target_devices(target: Target) -> list:
       import libtpu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     except ImportError:
       raise ImportError(f'{target.name} needs libtpu: pip install "jax[tpu]=={version}"') from None
-    # v4 and v5p chips are one JAX device of 2 TensorCores ("megacore"), as on a real slice.
-    megacore = {"chip_config_name": "megacore"} if _CORES_PER_CHIP[target.topology.split(":")[0]] == 2 else {}
-    topology = topologies.get_topology_desc(target.topology, platform="tpu", num_slices=target.slices, **megacore)
+    generation = target.topology.split(":")[0]
+    layout = {}
+    if _CORES_PER_CHIP[generation] == 2:  # v4 and v5p chips are one JAX device of 2 TensorCores ("megacore").
+      layout["chip_config_name"] = "megacore"
+    elif target.chips // target.slices == 8:  # A v5e-8 / v6e-8 is one host of 8 chips (larger slices: 4 per host).
+      layout["chips_per_host_bounds"] = (2, 4, 1)
+    topology = topologies.get_topology_desc(target.topology, platform="tpu", num_slices=target.slices, **layout)
   else:
     if not _has_cuda_plugin():
       raise ImportError(f"{target.name} needs JAX's CUDA plugin: pip install \"jax[cuda13]=={version}\" (about 5 GB; "
@@ -404,7 +408,7 @@ def train_fit(config, target: Target, devices, info: DatasetInfo, per_device: in
 
 
 def find_max_batch(config, target: Target, devices, info: DatasetInfo, *, multiple: int = 8,
-                   probes: tuple[int, int] = (64, 128), max_compiles: int = 14, log=print) -> dict:
+                   probes: tuple[int, int] = (64, 128), max_compiles: int = 16, log=print) -> dict:
   """The largest per-device training batch (a multiple of `multiple`) whose train step fits, in few compiles.
 
   On a GPU memory is close to linear in the batch (parameters, optimizer state and code are fixed; activations grow

@@ -137,8 +137,22 @@ def _compile_for(tmp_path, *flags):
   return proc.stdout, [json.loads(line) for line in out.read_text().splitlines()]
 
 
-@pytest.mark.skipif(not HAS_LIBTPU, reason='libtpu is not installed (pip install "jax[tpu]"); CI runs this test in '
-                    "a separate environment that has it")
+NO_LIBTPU = 'libtpu is not installed (pip install "jax[tpu]"); CI runs this test in a separate environment that has it'
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason=NO_LIBTPU)
+@pytest.mark.parametrize("name, kind, devices, hosts", [
+    ("tpu:v4-8", "TPU v4", 4, 1), ("tpu:v5p-8", "TPU v5", 4, 1), ("tpu:v5e-4", "TPU v5 lite", 4, 1),
+    ("tpu:v5e-8", "TPU v5 lite", 8, 1), ("tpu:v6e-4", "TPU v6 lite", 4, 1), ("tpu:v5p-128", "TPU v5", 64, 16),
+    ("tpu:2xv5p-8", "TPU v5", 8, 2),
+])
+def test_tpu_devices_are_those_of_the_cloud_slice(name, kind, devices, hosts):
+  """One JAX device per chip (v4 and v5p: megacore), the hosts Cloud gives the slice."""
+  found = aot.target_devices(aot.parse_target(name))
+  assert (found[0].device_kind, len(found), len({d.process_index for d in found})) == (kind, devices, hosts)
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason=NO_LIBTPU)
 def test_the_trainers_program_compiles_for_a_tpu_slice(tmp_path):
   """The command compiles for a 4-chip TPU v5e slice: TPU devices, XLA's TPU costs, the all-reduce, a fit against
   the chip's HBM; a rerun with the same results file compiles nothing."""
