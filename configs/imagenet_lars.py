@@ -4,6 +4,10 @@ r"""ImageNet ResNet-50 v1.5, the MLPerf-style large-batch recipe: LARS, label sm
 
 Polynomial (power 2) decay after 2 warmup epochs, batch 4096, no weight decay on BatchNorm or biases (LARS also
 skips its trust ratio there). MLPerf's reference target is 75.9 % top-1. Measured results: none yet.
+
+Batch 4096 needs 8 chips or GPUs or more: 1,024 images per chip on a 4-chip TPU v5e slice is refused by its
+compiler (the largest that fits is 992), and 4,096 on one GPU exceeds an H200's usable memory; see
+docs/accelerators.md ("Before renting").
 """
 from configs import default
 

@@ -61,6 +61,18 @@ HEADER = ["config", "target", "batch per chip", "fits", "train step GiB per chip
           "published images/s per chip"]
 
 
+CONFIG_ORDER = ("gpu.py", "tpu.py", "default.py", "imagenet_lars.py")
+TARGET_ORDER = ("gpu:h100", "gpu:h200", "gpu:h100x8", "gpu:h200x8", "tpu:v4-8", "tpu:v5e-4", "tpu:v5e-8", "tpu:v5p-8",
+                "tpu:v6e-4", "tpu:v5p-128", "tpu:2xv5p-8")
+
+
+def _order(row):
+  """GPU rows, then TPU rows; in each, the config (its own chip's config first), then the target."""
+  config, target = row[0].split(":")[0].split(" ")[0], row[1]
+  rank = lambda seq, x: seq.index(x) if x in seq else len(seq)  # noqa: E731
+  return (target.startswith("tpu"), rank(CONFIG_ORDER, config), rank(TARGET_ORDER, target))
+
+
 def markdown(table):
   lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
   lines += ["| " + " | ".join(row) + " |" for row in table]
@@ -75,7 +87,7 @@ def versions(records):
 def main(argv):
   path = argv[1] if len(argv) > 1 else os.path.join(HERE, "results.jsonl")
   records = load(path)
-  print(markdown(rows(records)))
+  print(markdown(sorted(rows(records), key=_order)))
   print()
   for v in versions(records):
     print("Versions: " + ", ".join(f"{k} {x}" for k, x in sorted(v.items())))
