@@ -16,8 +16,6 @@ images/s per chip it implies. `--find_max_batch` finds the largest per-device ba
 Runs on the CPU (JAX_PLATFORMS=cpu is set unless given): no accelerator is used, even where one is present. A TPU
 compile of ResNet-50 takes minutes of CPU; a GPU compile seconds.
 """
-import hashlib
-import json
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # Compile for the target only; touch no local accelerator.
@@ -38,82 +36,12 @@ _EVAL = flags.DEFINE_bool("eval_step", True, "Compile the eval step too.")
 _OUT = flags.DEFINE_string("out", None, "Append results here as JSON lines; results already there are skipped.")
 
 _OVERRIDES: list[str] = []
-GiB = 1024**3
 
 
 def parse_flags(argv):
   rest, overrides = config_lib.split_overrides(argv)
   _OVERRIDES[:] = overrides
   return flags.FLAGS(rest)
-
-
-def program_key(config) -> str:
-  """What identifies the compiled programs apart from the batch: the config without its batch sizes (configs that
-  differ only in name share a key)."""
-  values = config.to_dict()
-  for field in ("batch_size", "eval_batch_size"):
-    values.pop(field, None)
-  return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _done(path, key):
-  if not path or not os.path.exists(path):
-    return None
-  with open(path) as f:
-    for line in f:
-      record = json.loads(line)
-      if all(record.get(k) == v for k, v in key.items()):
-        return record
-  return None
-
-
-def _append(path, record):
-  if not path:
-    return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(record, sort_keys=True) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _gib(n):
-  return f"{n / GiB:.2f} GiB"
-
-
-def describe(result: dict) -> list[str]:
-  """The printed lines of one target's result."""
-  lines = [f"{result['target']}: {result['devices']} x {result['chip']} on {result['hosts']} host(s), "
-           f"{result['per_device_batch']} images per device"]
-  for step in ("train", "eval"):
-    r = result.get(step)
-    if r is None:
-      continue
-    if "refused" in r:
-      lines.append(f"  {step} step: does not fit: the compiler refused it: {r['refused']}")
-      continue
-    m = r["memory"]
-    lines.append(f"  {step} step: compiled in {r['compile_s']:.0f} s")
-    lines.append(f"    memory per device: arguments {_gib(m['argument'])}, outputs {_gib(m['output'])} "
-                 f"({_gib(m['alias'])} of them donated arguments), temporaries {_gib(m['temp'])}, code "
-                 f"{_gib(m['code'])}: {_gib(m['total'])}")
-    verdict = "fits" if r["fits"] else "DOES NOT FIT"
-    lines.append(f"    {verdict}: {_gib(m['total'])} of {_gib(result['usable_bytes'])} usable "
-                 f"({result['usable_rule']})")
-    if r.get("flops"):
-      source = ("XLA's cost analysis of the compiled program" if r["cost_source"] == "compiled" else
-                "XLA's HLO cost analysis: FLOPs before optimisation, bytes of the optimised program")
-      lines.append(f"    per device and step: {r['flops'] / 1e12:.3f} TFLOP, {r['bytes_accessed'] / 1e9:.1f} GB "
-                   f"accessed ({source})")
-    collectives = ", ".join(f"{n} {kind}" for kind, n in r["collectives"].items()) or "none"
-    lines.append(f"    collectives: {collectives}" + (f"; {r['cudnn_calls']} cuDNN convolution calls"
-                                                       if r.get("cudnn_calls") else ""))
-    roof = r.get("roofline")
-    if roof and roof.get("images_per_s_per_chip"):
-      lines.append(f"    roofline: at least {roof['step_s'] * 1e3:.1f} ms per step (compute "
-                   f"{roof['compute_s'] * 1e3:.1f} ms, memory {roof['memory_s'] * 1e3:.1f} ms: {roof['bound']}-bound),"
-                   f" at most {roof['images_per_s_per_chip']:,.0f} images/s per chip")
-  return lines
 
 
 def main(argv):
@@ -126,28 +54,28 @@ def main(argv):
 
   targets = [aot.parse_target(name) for name in _TARGETS.value]  # Every name checked before any compile.
   info = aot.dataset_shapes(config.data)
-  key = program_key(config)
+  key = aot.program_key(config)
   versions = aot.versions()
   for target in targets:
     devices = aot.target_devices(target)
     common = {"config": _CONFIG.value, "overrides": _OVERRIDES, "program": key, "target": target.name}
     record_key = {**common, "kind": "compile", "batch_size": config.batch_size}
-    record = _done(_OUT.value, record_key)
+    record = aot.read_result(_OUT.value, record_key)
     if record is None:
       result = aot.compile_config(config, target, devices, info, eval_step=_EVAL.value)
       record = {**record_key, **result, "versions": versions}
-      _append(_OUT.value, record)
-    print("\n".join(describe(record)), flush=True)
+      aot.append_result(_OUT.value, record)
+    print("\n".join(aot.describe(record)), flush=True)
     if _FIND_MAX.value:
       max_key = {**common, "kind": "max_batch", "batch_multiple": _MULTIPLE.value}
-      found = _done(_OUT.value, max_key)
+      found = aot.read_result(_OUT.value, max_key)
       if found is None:
         found = {**max_key, **aot.find_max_batch(config, target, devices, info, multiple=_MULTIPLE.value),
                  "usable_bytes": target.chip.usable_bytes, "versions": versions}
-        _append(_OUT.value, found)
+        aot.append_result(_OUT.value, found)
       verified = "verified" if found["verified"] else "NOT verified (compile budget spent)"
       print(f"  largest batch that fits: {found['max_per_device_batch']} images per device "
-            f"({found['first_not_fitting']} does not; {verified}); memory ~ {_gib(found['fixed_bytes'])} + "
+            f"({found['first_not_fitting']} does not; {verified}); memory ~ {aot.gib(found['fixed_bytes'])} + "
             f"{found['bytes_per_image'] / 2**20:.1f} MiB per image", flush=True)
 
 

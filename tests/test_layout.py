@@ -12,10 +12,11 @@ LAYERS = {
     "primitives": ["files", "metrics", "batchnorm", "xla_flags", "flops", "grid", "trees", "data.dataset_info",
                    "pretrained"],
     "parts": ["blocks", "models", "optim", "parallel", "distributed", "checkpoint", "finetune", "weights",
-              "workdir_lock", "reporting", "plots", "results", "config", "startup", "data", "data.preprocess",
-              "data.shapes", "data.synthetic", "data.tfrecords", "data.folder", "data.datasets", "data.pipeline"],
+              "workdir_lock", "reporting", "plots", "results", "config", "startup", "targets", "data",
+              "data.preprocess", "data.shapes", "data.synthetic", "data.tfrecords", "data.folder", "data.datasets",
+              "data.pipeline"],
     "engine": ["train", "sweep", "lesion", "predict", "bench", "bench.workload", "bench.peers", "bench.run",
-               "bench.input", "bench.profile", "search", "study"],
+               "bench.input", "bench.profile", "search", "study", "aot"],
 }
 MAX_LINES = 500  # A library module longer than this does more than one job.
 MAX_SCRIPT_LINES = 100  # Scripts parse flags and call the library.
