@@ -12,23 +12,23 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 OUT=benchmarks/accelerators/results.jsonl
 export JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3
-run() { "$PYTHON" -m experiments.compile_for --out="$OUT" "$@"; }
+compile_for() { "$PYTHON" -m experiments.compile_for --out="$OUT" "$@"; }
 
 # The first of each kind: configs/tpu.py on every TPU slice at its batch per chip (v5e-8 and the two-slice v5p with
 # 8 chips, the v5p-128 with 64), the largest batch on v5e (the smallest HBM) and every GPU config.
-run --config=configs/tpu.py --target=tpu:v5e-4 --find_max_batch
-run --config=configs/tpu.py --target=tpu:v5p-8,tpu:v4-8,tpu:v6e-4
-run --config=configs/tpu.py:8 --target=tpu:v5e-8,tpu:2xv5p-8
-run --config=configs/tpu.py:64 --target=tpu:v5p-128
+compile_for --config=configs/tpu.py --target=tpu:v5e-4 --find_max_batch
+compile_for --config=configs/tpu.py --target=tpu:v5p-8,tpu:v4-8,tpu:v6e-4
+compile_for --config=configs/tpu.py:8 --target=tpu:v5e-8,tpu:2xv5p-8
+compile_for --config=configs/tpu.py:64 --target=tpu:v5p-128
 for config in configs/gpu.py configs/default.py configs/imagenet_lars.py; do
-  run --config="$config" --target=gpu:h100x8,gpu:h200x8 --find_max_batch
+  compile_for --config="$config" --target=gpu:h100x8,gpu:h200x8 --find_max_batch
 done
-run --config=configs/gpu.py:1 --target=gpu:h100,gpu:h200 --find_max_batch
-run --config=configs/default.py --target=gpu:h100,gpu:h200
-run --config=configs/imagenet_lars.py --target=gpu:h100,gpu:h200
+compile_for --config=configs/gpu.py:1 --target=gpu:h100,gpu:h200 --find_max_batch
+compile_for --config=configs/default.py --target=gpu:h100,gpu:h200
+compile_for --config=configs/imagenet_lars.py --target=gpu:h100,gpu:h200
 
 # Then default.py and imagenet_lars.py at their own global batches on the single-host slices, and the largest batch
 # per chip of the other TPU generations.
-run --config=configs/default.py --target=tpu:v5e-4,tpu:v5p-8,tpu:v4-8,tpu:v6e-4,tpu:v5e-8
-run --config=configs/imagenet_lars.py --target=tpu:v5e-4,tpu:v5p-8,tpu:v4-8,tpu:v6e-4,tpu:v5e-8
-run --config=configs/tpu.py --target=tpu:v5p-8,tpu:v4-8,tpu:v6e-4 --find_max_batch
+compile_for --config=configs/default.py --target=tpu:v5e-4,tpu:v5p-8,tpu:v4-8,tpu:v6e-4,tpu:v5e-8
+compile_for --config=configs/imagenet_lars.py --target=tpu:v5e-4,tpu:v5p-8,tpu:v4-8,tpu:v6e-4,tpu:v5e-8
+compile_for --config=configs/tpu.py --target=tpu:v5p-8,tpu:v4-8,tpu:v6e-4 --find_max_batch
