@@ -10,9 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
-OUT=benchmarks/accelerators/results.jsonl
+RESULTS=benchmarks/accelerators/results.jsonl
 export JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3
-compile_for() { "$PYTHON" -m experiments.compile_for --out="$OUT" "$@"; }
+compile_for() { "$PYTHON" -m experiments.compile_for --out="$RESULTS" "$@"; }
 
 # The first of each kind: configs/tpu.py on every TPU slice at its batch per chip (v5e-8 and the two-slice v5p with
 # 8 chips, the v5p-128 with 64), the largest batch on v5e (the smallest HBM) and every GPU config.
