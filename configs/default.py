@@ -77,7 +77,16 @@ def get_config():
   config.schedule.end_lr = 0.0  # Final learning rate of 'cosine' and 'polynomial'.
   config.schedule.power = 2.0  # 'polynomial' power.
 
-  config.label_smoothing = 0.0  # Softmax cross-entropy label smoothing.
+  config.label_smoothing = 0.0  # Weight of the uniform distribution in the targets (both losses).
+  config.loss = "softmax_xent"  # 'softmax_xent' or 'sigmoid_xent' (per-class binary, ResNet strikes back).
+  config.bce_target_threshold = placeholder(float)  # sigmoid_xent: targets > this become 1, others 0; None: soft.
+  # Mixup / CutMix per device slice of each batch (resnet_jax/mixing.py); both alphas 0 = off.
+  config.mixing = ml_collections.ConfigDict()
+  config.mixing.mixup_alpha = 0.0  # Beta(alpha, alpha) of mixup's lambda; 0: no mixup.
+  config.mixing.cutmix_alpha = 0.0  # Beta(alpha, alpha) of CutMix's lambda; 0: no CutMix.
+  config.mixing.prob = 1.0  # Probability that a batch slice is mixed at all.
+  config.mixing.switch_prob = 0.5  # With both on: probability of CutMix rather than mixup.
+  config.grad_accum_steps = 1  # Micro-batches per update (batch_size / this at a time); one all-reduce per update.
   config.sync_batch_stats = True  # BatchNorm statistics over the global batch (cross-device).
   config.parallelism = "shard_map"  # 'shard_map' (recommended) or 'pmap'.
 

@@ -26,14 +26,14 @@ def main(argv):
 
   config = config_lib.load_run_config(_WORKDIR.value)
   startup.prepare_process(config.platform_xla_flags)  # As the run was trained; before any backend starts.
-  from resnet_jax import predict, train
+  from resnet_jax import evaluation, predict, train
 
   if _SPLIT.value:
     config.data.eval_split = _SPLIT.value
   if _REPORT.value:
     results, written = predict.evaluation_report(config, _WORKDIR.value, _STEP.value)
   else:
-    results, written = train.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value), []
+    results, written = evaluation.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value), []
   print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()
                  if not k.startswith("signal/")))
   files.write_json(f"{_WORKDIR.value}/eval_step{results['step']}.json", results)

@@ -25,7 +25,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from resnet_jax import files, models
+from resnet_jax import files, metrics, models
 
 PREFIX = "--config."
 
@@ -154,6 +154,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ValueError: naming the first setting out of range and what it must be.
   """
   positive, non_negative, unit = (models.RANGES[name] for name in ("positive", "non_negative", "unit"))
+  probability = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
   checks = {
       "batch_size": positive, "eval_batch_size": positive, "num_epochs": positive, "num_steps": positive,
       "seed": non_negative, "label_smoothing": unit, "log_every_steps": positive, "eval_every_steps": positive,
@@ -173,6 +174,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       "data.num_parallel_calls": (lambda v: v == -1 or v > 0, "must be -1 (autotune) or positive"),
       "data.rotation_degrees": (lambda v: 0 <= v <= 180, "must be in [0, 180] (0: no rotation)"),
       "data.color_jitter": (lambda v: 0 <= v < 1, "must be in [0, 1) (0: no jitter)"),
+      "bce_target_threshold": (lambda v: 0 <= v < 1, "must be in [0, 1) (None: soft targets)"),
+      "mixing.mixup_alpha": non_negative, "mixing.cutmix_alpha": non_negative, "mixing.prob": probability,
+      "mixing.switch_prob": probability, "grad_accum_steps": positive,
   }
   for key, (ok, requirement) in checks.items():
     try:
@@ -181,13 +185,33 @@ def validate(config: ml_collections.ConfigDict) -> None:
       continue  # Configs of other tools (benchmarks) may leave sections out.
     _check(config, key, ok, requirement)
   for key in ("num_steps", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
-              "eval_every_steps", "schedule.warmup_steps", "data.image_size"):
+              "eval_every_steps", "schedule.warmup_steps", "data.image_size", "grad_accum_steps"):
     try:
       value = get(config, key)
     except (KeyError, AttributeError):
       continue
     if value is not None and value != int(value):
       raise ValueError(f"config.{key}={value!r} must be a whole number")
+  _validate_recipe(config)
+
+
+def _validate_recipe(config: ml_collections.ConfigDict) -> None:
+  """The loss, mixing and accumulation settings that only make sense together."""
+  loss = config.get("loss")
+  if loss is None:
+    return  # Configs of other tools (benchmarks) leave the recipe out.
+  if loss not in metrics.LOSSES:
+    raise ValueError(f"config.loss={loss!r} is not a loss; choose one of {list(metrics.LOSSES)}")
+  if config.bce_target_threshold is not None and loss != "sigmoid_xent":
+    raise ValueError(f"config.bce_target_threshold={config.bce_target_threshold} applies to "
+                     "config.loss='sigmoid_xent' only: set that loss or --config.bce_target_threshold=None")
+  mixing = config.mixing
+  if (mixing.mixup_alpha or mixing.cutmix_alpha) and config.data.num_classes == 1:
+    raise ValueError("config.mixing mixes the labels of two examples: it needs at least 2 classes "
+                     "(config.data.num_classes=1); set --config.mixing.mixup_alpha=0 --config.mixing.cutmix_alpha=0")
+  if config.batch_size is not None and config.batch_size % config.grad_accum_steps:
+    raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must divide config.batch_size="
+                     f"{config.batch_size} (each update adds that many equal micro-batches): choose a divisor")
 
 
 # ----------------------------------------------------------------------------------------------------------------

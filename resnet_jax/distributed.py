@@ -316,10 +316,12 @@ def validate_topology(config: Any, process_count: int, device_count: int) -> Non
 
   Every device gets the same share of each global batch, and every process feeds its own devices, so the global
   train and eval batches must be multiples of the device count (hence of the process count, since every process
-  has the same number of devices).
+  has the same number of devices). With gradient accumulation, each device's share must split into
+  `grad_accum_steps` equal micro-batches.
 
   Args:
-    config: needs `batch_size` and optionally `eval_batch_size` (None or absent = not checked).
+    config: needs `batch_size` and optionally `eval_batch_size` and `grad_accum_steps` (None or absent = not
+      checked).
     process_count: `jax.process_count()`.
     device_count: `jax.device_count()`.
 
@@ -345,6 +347,14 @@ def validate_topology(config: Any, process_count: int, device_count: int) -> Non
           f"config.{field}={batch} is not a positive multiple of the {where}: every device needs the same share "
           f"of each global batch. Set --config.{field} to a multiple of {device_count} "
           f"(e.g. {' or '.join(map(str, choices))}), or run on a device count that divides {batch}.")
+  accum = (config.get("grad_accum_steps") if isinstance(config, Mapping)
+           else getattr(config, "grad_accum_steps", None)) or 1
+  batch = config.get("batch_size") if isinstance(config, Mapping) else getattr(config, "batch_size", None)
+  if batch and accum > 1 and (batch // device_count) % accum:
+    raise ValueError(
+        f"config.grad_accum_steps={accum} does not divide the {batch // device_count} images each of the {where} "
+        f"gets per update (config.batch_size={batch}): set --config.batch_size to a multiple of "
+        f"{device_count * accum}, or choose an accumulation that divides {batch // device_count}.")
 
 
 def resolve_processes(process_index, process_count) -> tuple[int, int]:

@@ -53,10 +53,10 @@ def study(config, workdir: str, *, step: int | None = None, echo: Callable[[str]
     ValueError: the model is a plain network (see PLAIN_LESION).
   """
   check_defined(config.model)
-  from resnet_jax import train  # The engine, JAX and the input pipeline: only when a study actually runs.
+  from resnet_jax import evaluation, train  # The engine, JAX and the input pipeline: only when a study actually runs.
 
   train.enable_compilation_cache(config.compilation_cache_dir)  # A rerun reuses the per-block compiles.
-  evaluator = train.checkpoint_evaluator(config, workdir, step)
+  evaluator = evaluation.checkpoint_evaluator(config, workdir, step)
   baseline = evaluator.evaluate()
   echo(f"step {evaluator.step}: intact network top-1 {baseline['top1']:.4f}")
   rows = []

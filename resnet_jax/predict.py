@@ -93,10 +93,10 @@ def predict(config, workdir: str, paths, *, step: int | None = None, top_k: int 
     ValueError: a path is not a decodable image (checked before the checkpoint is restored).
     FileNotFoundError: the run has no committed checkpoint (of that step).
   """
-  from resnet_jax import train
+  from resnet_jax import evaluation
 
   check_images(paths)
-  state, parts = train.restore_for_eval(config, workdir, step)
+  state, parts = evaluation.restore_for_eval(config, workdir, step)
   probs = probabilities(state, parts.eval_model, load_images(paths, config.data, parts.info.image_shape))
   names = class_names(config.data, parts.num_classes)
   blocks = [format_top_k(path, p, names, top_k) for path, p in zip(paths, probs)]
@@ -124,9 +124,9 @@ def predict_split(config, workdir: str, step: int | None = None) -> SplitPredict
   Raises:
     FileNotFoundError: the workdir holds no committed checkpoint (of that step).
   """
-  from resnet_jax import parallel, train
+  from resnet_jax import evaluation, parallel, train
 
-  state, parts = train.restore_for_eval(config, workdir, step)
+  state, parts = evaluation.restore_for_eval(config, workdir, step)
   strategy = parallel.ShardMap(parallel.data_mesh())
   model = parts.eval_model
 
@@ -213,7 +213,7 @@ def evaluation_report(config, workdir: str, step: int | None = None) -> tuple[di
   axes) and mistakes.png (the `NUM_MISTAKES` most confident mistakes, with true and predicted names).
 
   Returns:
-    (metrics as `train.evaluate_checkpoint` gives them, the paths written).
+    (metrics as `evaluation.evaluate_checkpoint` gives them, the paths written).
 
   Raises:
     FileNotFoundError: the workdir holds no committed checkpoint (of that step).

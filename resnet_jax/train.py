@@ -24,12 +24,14 @@ from resnet_jax import checkpoint as ckpt_lib
 from resnet_jax import distributed, files, finetune, models, optim, parallel, reporting, workdir_lock
 from resnet_jax import flops as flops_lib
 from resnet_jax import metrics as metrics_lib
+from resnet_jax import mixing as mixing_lib
 from resnet_jax.data import dataset_info
 
 if TYPE_CHECKING:  # The engine runs without ml_collections (accelerator images may lack it).
   import ml_collections
 
 AXIS = parallel.AXIS
+_MIX_STREAM = 0x4D4958  # Folded into a micro-batch's dropout key for its mixing draws.
 
 
 @flax.struct.dataclass
@@ -82,8 +84,16 @@ def init_variables(model, rng: jax.Array, image_shape) -> dict:
 # Update step (per device; `batch` is this device's slice)
 # ----------------------------------------------------------------------------------------------------------------
 def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, label_smoothing: float,
-               ema_decay: float | None, frozen_backbone: bool = False):
-  """One SGD step on one device's slice; gradients and BatchNorm statistics are averaged over `AXIS`.
+               ema_decay: float | None, frozen_backbone: bool = False, loss: str = "softmax_xent",
+               bce_target_threshold: float | None = None, mixing: mixing_lib.Mixing = mixing_lib.Mixing(),
+               grad_accum_steps: int = 1):
+  """One update on one device's slice; gradients and BatchNorm statistics are averaged over `AXIS`.
+
+  The slice is mixed (mixup / CutMix, `mixing`) and trained against soft targets with `loss`; training top-1 counts
+  the dominant label of each mixed example. With `grad_accum_steps` = k, the slice is split into k consecutive
+  micro-batches whose gradients are summed on the device, one after the other (activations of one micro-batch in
+  memory), and averaged over devices once per update; BatchNorm normalises each micro-batch with its own statistics
+  and updates its running averages k times (the one difference from a k times larger batch).
 
   With `frozen_backbone` (a linear probe) everything but the head runs in inference mode, with its running
   BatchNorm statistics, so the head trains on the same features evaluation gives it; the backbone gets no gradient
@@ -91,17 +101,48 @@ def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, lab
   """
   # Fresh dropout noise per step and per device, derived (not stored) so a resumed run draws the same noise.
   step_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
+  soft = mixing.enabled or loss != "softmax_xent"
 
-  def loss_fn(params):
-    if frozen_backbone:
-      params = {k: v if k == "head" else jax.lax.stop_gradient(v) for k, v in params.items()}
-    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["image"],
-                                  train=True, train_backbone=not frozen_backbone, rngs={"dropout": step_rng},
-                                  mutable=["batch_stats"])
-    loss = metrics_lib.cross_entropy(logits, batch["label"], label_smoothing).mean()
-    return loss, (logits, updates["batch_stats"])
+  def micro_step(batch_stats, micro, key):
+    """(gradients, BatchNorm statistics, metric sums) of one micro-batch."""
+    images, labels = micro["image"], micro["label"]
+    if soft:
+      images, targets, labels, _ = mixing_lib.mix(jax.random.fold_in(key, _MIX_STREAM), images, labels,
+                                                  model.num_classes, mixing, label_smoothing)
 
-  (_, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    def loss_fn(params):
+      if frozen_backbone:
+        params = {k: v if k == "head" else jax.lax.stop_gradient(v) for k, v in params.items()}
+      logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
+                                    train_backbone=not frozen_backbone, rngs={"dropout": key},
+                                    mutable=["batch_stats"])
+      if soft:
+        per_example = metrics_lib.training_loss(loss, logits, targets, bce_target_threshold)
+      else:  # Kept as it always was, so that default training stays bitwise the same.
+        per_example = metrics_lib.cross_entropy(logits, labels, label_smoothing)
+      return per_example.mean(), (logits, updates["batch_stats"], per_example)
+
+    (_, (logits, new_stats, per_example)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if soft:
+      sums = metrics_lib.classification_sums(logits, labels, loss=per_example)
+    else:
+      sums = metrics_lib.classification_sums(logits, labels, label_smoothing=label_smoothing)
+    return grads, new_stats, sums
+
+  if grad_accum_steps == 1:
+    grads, batch_stats, sums = micro_step(state.batch_stats, batch, step_rng)
+  else:
+    micro = jax.tree.map(lambda x: x.reshape(grad_accum_steps, x.shape[0] // grad_accum_steps, *x.shape[1:]),
+                         batch)
+
+    def accumulate(carry, index):
+      grads, batch_stats, sums = carry
+      more = micro_step(batch_stats, jax.tree.map(lambda x: x[index], micro), jax.random.fold_in(step_rng, index))
+      return (jax.tree.map(jnp.add, grads, more[0]), more[1], jax.tree.map(jnp.add, sums, more[2])), None
+
+    first = micro_step(state.batch_stats, jax.tree.map(lambda x: x[0], micro), jax.random.fold_in(step_rng, 0))
+    (grads, batch_stats, sums), _ = jax.lax.scan(accumulate, first, jnp.arange(1, grad_accum_steps))
+    grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
   # Equal per-device batches, so the mean of per-device means is the global mean.
   grads = jax.lax.pmean(grads, AXIS)
   # With synchronised BatchNorm the running statistics already agree; otherwise average the per-device ones.
@@ -111,7 +152,6 @@ def train_step(state: TrainState, batch: dict, *, model, tx, rng: jax.Array, lab
   ema_params = state.ema_params
   if ema_decay is not None:
     ema_params = optim.ema_update(ema_params, params, ema_decay)
-  sums = metrics_lib.classification_sums(logits, batch["label"], label_smoothing=label_smoothing)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
                             ema_params=ema_params)
   return new_state, metrics_lib.psum(sums, AXIS)
@@ -157,7 +197,9 @@ def make_train_fn(config: ml_collections.ConfigDict, parts: Parts, strategy, rng
   the trainer runs and the benchmark times."""
   return strategy.map_step(functools.partial(
       train_step, model=parts.model, tx=parts.tx, rng=rng, label_smoothing=config.label_smoothing,
-      ema_decay=config.optimizer.ema_decay, frozen_backbone=config.freeze_backbone))
+      ema_decay=config.optimizer.ema_decay, frozen_backbone=config.freeze_backbone, loss=config.loss,
+      bce_target_threshold=config.bce_target_threshold, mixing=mixing_lib.Mixing(**config.mixing),
+      grad_accum_steps=config.grad_accum_steps))
 
 
 def make_eval_fn(model, strategy, *, probabilities: bool = False):
@@ -355,66 +397,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return eval_results
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Evaluating a checkpoint (evaluate, predict and lesion studies)
-# ----------------------------------------------------------------------------------------------------------------
 def abstract(tree, sharding):
   """The shapes and dtypes of `tree` placed on `sharding`: a restore target."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, step: int | None = None):
-  """(state, parts) of a run's checkpoint (the latest when `step` is None), placed replicated on all devices.
-
-  Reads only: nothing is created or changed in the workdir.
-
-  Raises:
-    FileNotFoundError: the workdir holds no committed checkpoint (of that step).
-  """
-  from resnet_jax import data
-
-  directory = f"{workdir}/{files.CHECKPOINT_DIR}"
-  steps = ckpt_lib.complete_steps(directory)
-  if not steps or (step is not None and step not in steps):
-    wanted = "" if step is None else f" of step {step}"
-    raise FileNotFoundError(f"No committed checkpoint{wanted} in {directory} (committed steps: {steps or 'none'}): "
-                            "a run saves one every config.checkpoint_every_steps steps, at the end and on SIGTERM.")
-  parts = build(config, data.info(config.data))
-  replicated = parallel.ShardMap(parallel.data_mesh()).replicated
-  variables = jax.eval_shape(functools.partial(init_variables, parts.eval_model,
-                                               image_shape=parts.info.image_shape), jax.random.PRNGKey(0))
-  target = abstract(jax.eval_shape(parts.make_state, variables), replicated)
-  with ckpt_lib.Checkpointer(directory, save_every_steps=1, keep=None, read_only=True) as checkpointer:
-    state, _ = checkpointer.restore(step, target)
-  return state, parts
-
-
-class Evaluator(NamedTuple):
-  """A restored checkpoint, ready to be evaluated as it is or with model knobs changed (`evaluate(**knobs)`)."""
-  step: int
-  eval_model: Any
-  evaluate: Callable[..., dict[str, float]]
-
-
-def checkpoint_evaluator(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> Evaluator:
-  """Restores a run's checkpoint once; `evaluate(**knobs)` then evaluates it exactly on `config.data.eval_split`,
-  with knob overrides such as `lesion_blocks=(3,)` applied to the network (none: the run's own network)."""
-  state, parts = restore_for_eval(config, workdir, step)
-  # restore_for_eval places the state replicated over all devices, the layout the shard_map strategy reads.
-  strategy = parallel.ShardMap(parallel.data_mesh())
-
-  def run(**knobs) -> dict[str, float]:
-    model = create_model(config, parts.num_classes, **knobs) if knobs else parts.eval_model
-    return evaluate(state, make_eval_fn(model, strategy), strategy, config)
-
-  return Evaluator(int(state.step), parts.eval_model, run)
-
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None,
-                        **model_overrides) -> dict[str, float]:
-  """Exact evaluation of a run's checkpoint on `config.data.eval_split`; knobs such as lesion_blocks may be set."""
-  evaluator = checkpoint_evaluator(config, workdir, step)
-  return {"step": evaluator.step, **evaluator.evaluate(**model_overrides)}
 
 
 def _gather_positions(position) -> list | None:

@@ -132,7 +132,7 @@ def test_model_section_is_the_declared_knobs():
 def test_the_engine_reads_only_declared_fields(tmp_path, shapes_data_dir, xla_cache_dir, monkeypatch):
   """A tiny run, its evaluation and a prediction read every config field through ConfigDict; each field read must
   be one configs/default.py declares (no silent defaults for undeclared ones)."""
-  from resnet_jax import data, lesion, predict, train
+  from resnet_jax import data, evaluation, lesion, predict, train
   from resnet_jax.data import datasets, tfrecords
 
   config = runs.tiny_config(shapes_data_dir, xla_cache_dir)
@@ -150,7 +150,7 @@ def test_the_engine_reads_only_declared_fields(tmp_path, shapes_data_dir, xla_ca
   monkeypatch.setattr(ml_collections.ConfigDict, "__getitem__", recording)
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
-  train.evaluate_checkpoint(config, workdir)
+  evaluation.evaluate_checkpoint(config, workdir)
   lesion.check_defined(config.model)
   image = tmp_path / "image.png"
   builder = datasets.builder_for(config.data)

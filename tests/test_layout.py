@@ -10,13 +10,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every module of the package, by layer. A module may import modules of its own layer or lower ones, never higher.
 LAYERS = {
     "primitives": ["files", "metrics", "batchnorm", "xla_flags", "flops", "grid", "trees", "data.dataset_info",
-                   "pretrained"],
+                   "pretrained", "mixing"],
     "parts": ["blocks", "models", "optim", "parallel", "distributed", "checkpoint", "finetune", "weights",
               "workdir_lock", "reporting", "plots", "results", "config", "startup", "targets", "data",
               "data.preprocess", "data.shapes", "data.synthetic", "data.tfrecords", "data.folder", "data.datasets",
               "data.pipeline"],
     "engine": ["train", "sweep", "lesion", "predict", "bench", "bench.workload", "bench.peers", "bench.run",
-               "bench.input", "bench.profile", "search", "study", "aot"],
+               "bench.input", "bench.profile", "search", "study", "aot", "evaluation"],
 }
 MAX_LINES = 500  # A library module longer than this does more than one job.
 MAX_SCRIPT_LINES = 100  # Scripts parse flags and call the library.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import config as config_lib
-from resnet_jax import predict, train
+from resnet_jax import evaluation, predict, train
 from resnet_jax.data import datasets, shapes, tfrecords
 from tests import runs
 
@@ -54,7 +54,7 @@ def _eval_pipeline_probabilities(run_dir):
   from resnet_jax import data
   config = config_lib.load_run_config(run_dir)
   batch = next(iter(data.eval_iterator(config.data, global_batch_size=config.eval_batch_size)))
-  state, parts = train.restore_for_eval(config, run_dir)
+  state, parts = evaluation.restore_for_eval(config, run_dir)
   return batch, predict.probabilities(state, parts.eval_model, batch["image"][:NUM_IMAGES])
 
 
@@ -89,7 +89,7 @@ def test_images_are_preprocessed_exactly_like_the_eval_pipeline(run_dir, images)
   assert list(batch["label"][:NUM_IMAGES]) == labels  # The same examples, in the same order.
   got_images = predict.load_images(paths, config.data, batch["image"].shape[1:])
   np.testing.assert_array_equal(got_images, batch["image"][:NUM_IMAGES])
-  state, parts = train.restore_for_eval(config, run_dir)
+  state, parts = evaluation.restore_for_eval(config, run_dir)
   probs = predict.probabilities(state, parts.eval_model, got_images)
   assert probs.shape == (NUM_IMAGES, 10)
   np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)  # Over all classes.
@@ -147,7 +147,7 @@ def test_evaluation_report_names_the_classes_and_counts_every_example_once(run_d
   shutil.copytree(run_dir, workdir)
   config = config_lib.load_run_config(workdir)
   metrics, written = predict.evaluation_report(config, workdir)
-  want = train.evaluate_checkpoint(config, workdir)
+  want = evaluation.evaluate_checkpoint(config, workdir)
   assert metrics["step"] == want["step"] and abs(metrics["top1"] - want["top1"]) < 1e-6
   assert abs(metrics["loss"] - want["loss"]) < 1e-4
   assert sorted(os.path.basename(p) for p in written) == ["confusion.png", "mistakes.png", "per_class.csv",

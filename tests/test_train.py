@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from resnet_jax import files, train
+from resnet_jax import evaluation, files, train
 from tests.runs import (
   assert_trees_close,
   final_params,
@@ -245,11 +245,11 @@ def test_engine_evaluation_counts_every_example_once_with_a_padded_last_batch(ti
   config = config.copy_and_resolve_references()
   config.eval_batch_size = 96
   if devices == 4:
-    got = train.evaluate_checkpoint(config, workdir)
+    got = evaluation.evaluate_checkpoint(config, workdir)
   else:
-    code = ("import json, sys; from resnet_jax import train; from resnet_jax import config as c; "
+    code = ("import json, sys; from resnet_jax import evaluation; from resnet_jax import config as c; "
             "config = c.load_run_config(sys.argv[1]); config.eval_batch_size = 96; "
-            "print(json.dumps(train.evaluate_checkpoint(config, sys.argv[1])))")
+            "print(json.dumps(evaluation.evaluate_checkpoint(config, sys.argv[1])))")
     from tests import runs
     result = subprocess.run([sys.executable, "-c", code, workdir], cwd=runs.ROOT, env=runs.device_env(1),
                             capture_output=True, text=True, timeout=600)
