@@ -35,8 +35,11 @@ def get_config():
   config.data.builder_config = placeholder(str)  # TFDS builder config.
   config.data.data_dir = placeholder(str)  # TFDS data dir; None = default.
   config.data.preprocess = "imagenet"  # Augmentation family: 'imagenet' or 'cifar'; None: 'imagenet' from 64 px.
-  config.data.image_size = 224  # Train and eval crop size.
-  config.data.crop_fraction = 0.875  # Eval center-crop fraction (ImageNet family).
+  config.data.image_size = 224  # Training crop size (and evaluation's unless eval_image_size is set).
+  config.data.eval_image_size = placeholder(int)  # Evaluation crop size; None: image_size (FixRes tests larger).
+  config.data.crop_fraction = 0.875  # Eval centre crop / short side (timm's crop_pct; ImageNet family).
+  config.data.eval_transform = "crop_resize"  # 'crop_resize' (fast) or 'resize_crop' (torchvision / timm exact).
+  config.data.eval_interpolation = "bilinear"  # 'bilinear' or 'bicubic' ('resize_crop' only).
   config.data.train_split = "train"  # TFDS split to train on.
   config.data.eval_split = "validation"  # TFDS split to evaluate on (every example exactly once).
   config.data.shuffle_buffer = 8 * 1024  # Window of the seeded shuffle per process (~4 windows in memory).

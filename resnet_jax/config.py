@@ -169,7 +169,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       # The model's knobs declare their own ranges (models.knob's `valid`).
       **{f"model.{name}": models.RANGES[spec["valid"]] for name, spec in models.knob_specs().items()
          if spec["valid"]},
-      "data.image_size": positive, "data.crop_fraction": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+      "data.image_size": positive, "data.eval_image_size": positive,
+      "data.crop_fraction": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
       "data.shuffle_buffer": positive, "data.num_classes": positive,
       "data.num_parallel_calls": (lambda v: v == -1 or v > 0, "must be -1 (autotune) or positive"),
       "data.rotation_degrees": (lambda v: 0 <= v <= 180, "must be in [0, 180] (0: no rotation)"),
@@ -185,7 +186,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       continue  # Configs of other tools (benchmarks) may leave sections out.
     _check(config, key, ok, requirement)
   for key in ("num_steps", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
-              "eval_every_steps", "schedule.warmup_steps", "data.image_size", "grad_accum_steps"):
+              "eval_every_steps", "schedule.warmup_steps", "data.image_size", "data.eval_image_size",
+              "grad_accum_steps"):
     try:
       value = get(config, key)
     except (KeyError, AttributeError):

@@ -54,8 +54,9 @@ def load_images(paths, data_config, image_shape):
   prepare, (mean, std) = datasets.eval_transform(data_config)
   images = [preprocess.normalize(prepare(tf.io.read_file(path)), mean, std).numpy() for path in paths]
   images = np.stack(images).astype(np.float32)
-  if images.shape[1:] != tuple(image_shape):
-    raise ValueError(f"the evaluation transform gives images of {images.shape[1:]}, the model takes {image_shape}")
+  if images.shape[-1] != image_shape[-1]:
+    raise ValueError(f"the evaluation transform gives images of {images.shape[1:]}, the model takes "
+                     f"{image_shape[-1]} channels")
   return images
 
 

@@ -202,11 +202,10 @@ def evaluation_flags(name: str, tag: str | None = None) -> str:
            f"({s.interpolation}, antialiased), centre crop {s.input_size} (crop_pct {s.crop_pct:.4g}), mean "
            f"{s.mean}, std {s.std}{published}{test}.",
            f"Evaluate with: --config.model.name={name} --config.data.image_size={s.input_size} "
-           f"--config.data.crop_fraction={s.crop_pct:.4g}"]
-  differences = ["the eval resize here is TensorFlow's bilinear of the crop window, without antialiasing"]
-  if s.interpolation != "bilinear":
-    differences.append(f"{s.interpolation} interpolation is not selectable yet")
-  if s.mean != IMAGENET_MEAN or s.std != IMAGENET_STD:
-    differences.append("this normalisation is not selectable yet (the pipeline uses ImageNet's mean and std)")
+           f"--config.data.crop_fraction={s.crop_pct:.4g} --config.data.eval_transform=resize_crop "
+           f"--config.data.eval_interpolation={s.interpolation}"]
+  if s.mean == IMAGENET_MEAN and s.std == IMAGENET_STD:
+    return "\n".join(lines)
+  differences = ["this normalisation is not selectable yet (the pipeline uses ImageNet's mean and std)"]
   lines.append("Not yet matched here (the score can differ from the published one): " + "; ".join(differences) + ".")
   return "\n".join(lines)

@@ -308,7 +308,7 @@ def eval_iterator(data_config, *, global_batch_size: int, process_index=None, pr
   steps = num_eval_steps(data_config, global_batch_size=global_batch_size, process_count=process_count)
   dataset = eval_dataset(data_config, local_batch_size=local_batch, process_index=process_index,
                          process_count=process_count, builder=builder)
-  size = datasets.image_size(data_config, builder)
+  size = datasets.eval_image_size(data_config, builder)
   shape = (size, size, datasets.channels(data_config, builder))
   return _padded_eval_batches(dataset, steps, local_batch, shape,
                               lambda step: _corrupt_record_error(data_config, builder, process_index,

@@ -3,9 +3,13 @@
 Two families, chosen by `config.data.preprocess`:
 - 'imagenet': training takes an Inception-style random resized crop (area 8-100 % of the image, aspect ratio
   3/4-4/3), decoding only the crop window of a JPEG (`tf.image.decode_and_crop_jpeg`), then resizes it and flips it
-  at random. Evaluation takes the central square of side `crop_fraction` x the shorter side and resizes it, which
-  is the usual "resize the shorter side to image_size / crop_fraction, centre crop image_size", decoding only the
-  window.
+  at random. Evaluation (`config.data.eval_transform`) either takes the central square of side `crop_fraction` x
+  the shorter side and resizes it, decoding only the window ('crop_resize', fast: the usual "resize the shorter side
+  to image_size / crop_fraction, centre crop image_size" up to resampling), or does exactly that as torchvision and
+  timm do ('resize_crop'): the whole JPEG decoded with the accurate integer DCT (as PIL decodes it), the short side
+  resized to floor(image_size / crop_fraction) with an antialiased bilinear or bicubic filter in two passes rounded
+  to uint8 in between (PIL's order: width, then height), then the central image_size square (offsets rounded half to
+  even, as torchvision's CenterCrop). Its pixels match torchvision's on PIL images to within 1/255 (tests).
 - 'cifar': training pads by 4 pixels, takes a random crop of the original size and flips at random; evaluation
   uses the image as it is (both resize first if the stored size differs from `image_size`).
 
@@ -20,12 +24,18 @@ All randomness is stateless: every random choice is a pure function of a per-exa
 `example_seed(seed, ...)` from the run's seed and the example's place in the stream (epoch, position). Replaying
 the stream from any point therefore reproduces the same augmented images, which exact resume relies on.
 """
+import functools
 import math
 from collections.abc import Callable
 
 import tensorflow as tf
 
 FAMILIES = ("cifar", "imagenet")
+# Evaluation of the 'imagenet' family: 'crop_resize' decodes only the central window, then resizes it (fast);
+# 'resize_crop' decodes the whole image as PIL does, resizes its short side with antialiasing, then centre-crops
+# (torchvision's and timm's evaluation, which published accuracies were measured with).
+EVAL_TRANSFORMS = ("crop_resize", "resize_crop")
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 # Per-channel statistics on the 0-255 scale.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -127,6 +137,51 @@ def imagenet_eval(image_bytes: tf.Tensor, *, image_size: int, crop_fraction: flo
   return resize(decode_and_crop(image_bytes, window), image_size)
 
 
+def decode_like_pil(image_bytes: tf.Tensor, channels: int = 3) -> tf.Tensor:
+  """Decodes an image as PIL does: JPEGs with libjpeg's accurate integer DCT (TensorFlow's default is the fast one,
+  a few levels off on most pixels), other formats as `decode`."""
+  return tf.cond(tf.io.is_jpeg(image_bytes),
+                 lambda: tf.io.decode_jpeg(image_bytes, channels=channels, dct_method="INTEGER_ACCURATE"),
+                 lambda: decode(image_bytes, channels))
+
+
+def resize_like_pil(image: tf.Tensor, height, width, interpolation: str = "bilinear") -> tf.Tensor:
+  """Antialiased resize of a uint8 image to [height, width] as PIL's `Image.resize` does it: the width first, then the
+  height, each pass rounded to uint8 (bicubic overshoot is clipped between the passes, as in PIL)."""
+  def one_pass(x, size):
+    x = tf.image.resize(x, size, method=interpolation, antialias=True)
+    return tf.clip_by_value(tf.floor(x + 0.5), 0.0, 255.0)
+  image = tf.cast(image, tf.float32)
+  image = one_pass(image, tf.stack([tf.shape(image)[0], width]))
+  return tf.cast(one_pass(image, tf.stack([height, width])), tf.uint8)
+
+
+def short_side_size(shape: tf.Tensor, short: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """(height, width) with the shorter side `short` and the longer int(short * long / short_before) (torchvision)."""
+  height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+  scaled = lambda long, short_before: tf.cast(tf.floor(short * long / short_before), tf.int32)
+  return tf.cond(height <= width, lambda: (tf.constant(short, tf.int32), scaled(width, height)),
+                 lambda: (scaled(height, width), tf.constant(short, tf.int32)))
+
+
+def resize_size(image_size: int, crop_fraction: float) -> int:
+  """The short side before the centre crop: floor(image_size / crop_fraction), as timm computes it (a hair of slack
+  so that 224 / (224 / 232) is 232)."""
+  return math.floor(image_size / crop_fraction + 1e-9)
+
+
+def resize_crop_eval(image_bytes: tf.Tensor, *, image_size: int, crop_fraction: float = 0.875,
+                     interpolation: str = "bilinear", channels: int = 3) -> tf.Tensor:
+  """torchvision's / timm's evaluation transform: Resize(floor(image_size / crop_fraction)) of the short side, then
+  CenterCrop(image_size), on an image decoded as PIL decodes it. uint8 [image_size, image_size, channels]."""
+  image = decode_like_pil(image_bytes, channels)
+  height, width = short_side_size(tf.shape(image), resize_size(image_size, crop_fraction))
+  image = resize_like_pil(image, height, width, interpolation)
+  top = tf.cast(tf.round(tf.cast(height - image_size, tf.float32) / 2.0), tf.int32)  # half to even, as round()
+  left = tf.cast(tf.round(tf.cast(width - image_size, tf.float32) / 2.0), tf.int32)
+  return tf.ensure_shape(image[top:top + image_size, left:left + image_size], [image_size, image_size, channels])
+
+
 def _decode_at_size(image_bytes: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
   image = decode(image_bytes, channels)
   shape = tf.shape(image)
@@ -220,10 +275,27 @@ def train_fn(family: str, *, image_size: int, channels: int = 3, crop_fraction: 
   return augment
 
 
-def eval_fn(family: str, *, image_size: int, channels: int = 3,
-            crop_fraction: float = 0.875) -> Callable[[tf.Tensor], tf.Tensor]:
-  """image_bytes -> uint8 evaluation image, for a preprocessing family."""
+def eval_fn(family: str, *, image_size: int, channels: int = 3, crop_fraction: float = 0.875,
+            transform: str = "crop_resize", interpolation: str = "bilinear") -> Callable[[tf.Tensor], tf.Tensor]:
+  """image_bytes -> uint8 evaluation image, for a preprocessing family (`transform` and `interpolation`: the
+  'imagenet' family's evaluation, see the module docstring).
+
+  Raises:
+    ValueError: an unknown family, transform or interpolation.
+  """
   _check_family(family)
+  if transform not in EVAL_TRANSFORMS:
+    raise ValueError(f"Unknown evaluation transform {transform!r} (config.data.eval_transform); choose one of "
+                     f"{list(EVAL_TRANSFORMS)}.")
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"Unknown interpolation {interpolation!r} (config.data.eval_interpolation); choose one of "
+                     f"{list(INTERPOLATIONS)}.")
+  if interpolation != "bilinear" and transform != "resize_crop":
+    raise ValueError(f"config.data.eval_interpolation={interpolation!r} needs config.data.eval_transform="
+                     "'resize_crop' (the fast 'crop_resize' resizes bilinearly)")
+  if family == "imagenet" and transform == "resize_crop":
+    return functools.partial(resize_crop_eval, image_size=image_size, crop_fraction=crop_fraction,
+                             interpolation=interpolation)
   if family == "imagenet":
     return lambda image_bytes: tf.ensure_shape(
         imagenet_eval(image_bytes, image_size=image_size, crop_fraction=crop_fraction), [image_size, image_size, 3])
