@@ -289,3 +289,26 @@ def test_export_writes_class_folders_that_read_back_as_the_same_images(tmp_path,
     datasets.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="train",
                        out=str(tmp_path / "other"), per_class=0)
   assert not os.path.exists(tmp_path / "other")
+
+
+def test_the_one_held_out_split_is_found_whatever_its_name(tmp_path, caplog):
+  """train/ and val/: a config that asks for 'test' (or 'validation') evaluates on 'val' and says so; with two
+  held-out splits and neither asked for, the error names them."""
+  root = make_folder(tmp_path / "photos", "splits", per_class=2)
+  os.rename(os.path.join(root, "test"), os.path.join(root, "val"))
+  config = _config(root, tmp_path / "tfds")
+  data.prepare_on_first_use(config)
+  datasets._SPLITS_TAKEN.clear()
+  with caplog.at_level(logging.INFO):
+    info = data.info(config)
+  assert info.num_eval == 6
+  assert "has no split 'test' (config.data.eval_split); evaluating on its one held-out split, 'val'" in caplog.text
+  batches = list(data.eval_iterator(config, global_batch_size=4, process_index=0, process_count=1))
+  assert sum(int(b["mask"].sum()) for b in batches) == 6
+
+  two = make_folder(tmp_path / "two", "splits", per_class=2)
+  shutil.copytree(os.path.join(two, "test"), os.path.join(two, "valid"))
+  config = _config(two, tmp_path / "tfds", eval_split="validation")
+  data.prepare_on_first_use(config)
+  with pytest.raises(ValueError, match=r"Unknown split 'validation' .* \['test', 'train', 'valid'\]"):
+    data.info(config)

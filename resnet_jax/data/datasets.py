@@ -134,8 +134,30 @@ def train_split(data_config) -> str:
 
 
 def eval_split(data_config, builder=None) -> str:
-  del builder
-  return data_config.eval_split
+  """`config.data.eval_split`, or, where the dataset has no split of that name but exactly one held-out split (one
+  that is not the training split, whatever its name: val, valid, validation, eval, test, ...), that one, said once
+  in the log. Several held-out splits and none of the configured name: `tfrecords.split_info` names them.
+
+  (Without `builder` the configured name is returned as it is.)
+  """
+  name = data_config.eval_split
+  if builder is None:
+    return name
+  try:
+    builder.info.splits[name]
+    return name
+  except (KeyError, ValueError):
+    held_out = sorted(s for s in builder.info.splits if s != data_config.train_split)
+  if len(held_out) != 1:
+    return name
+  if (data_config.name, name) not in _SPLITS_TAKEN:
+    _SPLITS_TAKEN.add((data_config.name, name))
+    logging.info("%s has no split %r (config.data.eval_split); evaluating on its one held-out split, %r.",
+                 data_config.name, name, held_out[0])
+  return held_out[0]
+
+
+_SPLITS_TAKEN: set = set()  # (dataset, configured split) pairs whose substitute has been logged.
 
 
 def family(data_config, builder=None) -> str:
