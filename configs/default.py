@@ -50,6 +50,9 @@ def get_config():
   config.data.flip = True  # Random horizontal flips in training (both families).
   config.data.rotation_degrees = 0.0  # Training: random rotation by up to this many degrees either way; 0 = off.
   config.data.color_jitter = 0.0  # Training: brightness, contrast, saturation x U[1-s, 1+s] for s = this; 0 = off.
+  config.data.augment = ""  # Training policy, timm's spelling: 'rand-m9-mstd0.5-inc1', 'trivial', 'original'; '' off.
+  config.data.random_erasing = 0.0  # Training: probability of erasing a rectangle with noise (timm's 'pixel').
+  config.data.repeated_augmentation = 1  # Training: each image this many times per batch, differently augmented.
 
   config.batch_size = 1024  # Global training batch over all devices and processes.
   config.eval_batch_size = 1024  # Global evaluation batch (the last batch is padded and masked).

@@ -26,6 +26,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from resnet_jax import files, metrics, models
+from resnet_jax.data import policies
 
 PREFIX = "--config."
 
@@ -178,6 +179,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       "bce_target_threshold": (lambda v: 0 <= v < 1, "must be in [0, 1) (None: soft targets)"),
       "mixing.mixup_alpha": non_negative, "mixing.cutmix_alpha": non_negative, "mixing.prob": probability,
       "mixing.switch_prob": probability, "grad_accum_steps": positive,
+      "data.random_erasing": probability, "data.repeated_augmentation": positive,
   }
   for key, (ok, requirement) in checks.items():
     try:
@@ -187,7 +189,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(config, key, ok, requirement)
   for key in ("num_steps", "batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
               "eval_every_steps", "schedule.warmup_steps", "data.image_size", "data.eval_image_size",
-              "grad_accum_steps"):
+              "grad_accum_steps", "data.repeated_augmentation"):
     try:
       value = get(config, key)
     except (KeyError, AttributeError):
@@ -211,6 +213,10 @@ def _validate_recipe(config: ml_collections.ConfigDict) -> None:
   if (mixing.mixup_alpha or mixing.cutmix_alpha) and config.data.num_classes == 1:
     raise ValueError("config.mixing mixes the labels of two examples: it needs at least 2 classes "
                      "(config.data.num_classes=1); set --config.mixing.mixup_alpha=0 --config.mixing.cutmix_alpha=0")
+  policies.parse(config.data.augment)
+  if config.batch_size is not None and config.batch_size % config.data.repeated_augmentation:
+    raise ValueError(f"config.data.repeated_augmentation={config.data.repeated_augmentation} must divide "
+                     f"config.batch_size={config.batch_size} (each batch holds every image that many times)")
   if config.batch_size is not None and config.batch_size % config.grad_accum_steps:
     raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must divide config.batch_size="
                      f"{config.batch_size} (each update adds that many equal micro-batches): choose a divisor")

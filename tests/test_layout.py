@@ -13,6 +13,7 @@ LAYERS = {
                    "pretrained", "mixing"],
     "parts": ["blocks", "models", "optim", "parallel", "distributed", "checkpoint", "finetune", "weights",
               "workdir_lock", "reporting", "plots", "results", "config", "startup", "targets", "data",
+              "data.policies", "data.augment",
               "data.preprocess", "data.shapes", "data.synthetic", "data.tfrecords", "data.folder", "data.datasets",
               "data.pipeline"],
     "engine": ["train", "sweep", "lesion", "predict", "bench", "bench.workload", "bench.peers", "bench.run",

@@ -40,6 +40,7 @@ import tensorflow as tf
 from absl import logging
 
 from resnet_jax import distributed
+from resnet_jax.data import augment as augment_lib
 from resnet_jax.data import datasets, preprocess, tfrecords
 from resnet_jax.data.dataset_info import steps_per_epoch
 
@@ -76,7 +77,7 @@ def _fold(seed, value):
 
 def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, process_count: int = 1,
                   cache_records=None, local_batch: int = 1, shuffle_buffer: int = 10_000,
-                  skip=0) -> tf.data.Dataset:
+                  skip=0, repeats: int = 1) -> tf.data.Dataset:
   """(position, example id, serialized record) of one process's training epoch, from position `skip` on.
 
   `position` counts this process's records in the epoch; `example id` seeds the record's augmentation.
@@ -92,6 +93,8 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     local_batch: this process's batch size (cached mode: the process takes its slice of every global batch).
     shuffle_buffer: window of the streamed shuffle.
     skip: records of the epoch already consumed (not read again when cached, read but not decoded otherwise).
+    repeats: repeated augmentation: each image `repeats` times per batch, with its own augmentation each time
+      (see `train_dataset`); positions and ids then count the copies.
 
   The stream runs on past the end of the epoch's order, into the same order again: those records are spares, read
   only when corrupt records leave the epoch short of its batches (the next record takes a corrupt one's place).
@@ -107,9 +110,14 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     steps = n // g
     positions = tf.data.Dataset.range(skip, 2 * steps * b)
 
+    distinct = g // repeats  # Images per global batch: slot s holds image s % distinct (copies on other devices).
+
     def record(k):
-      index = ((k // b) * g + process_index * b + k % b) % n
-      return k, index, tf.gather(cache_records, permutation[index])
+      if repeats == 1:
+        index = ((k // b) * g + process_index * b + k % b) % n
+        return k, index, tf.gather(cache_records, permutation[index])
+      slot = (k // b) * g + process_index * b + k % b  # Unique per copy: it seeds the copy's augmentation.
+      return k, slot, tf.gather(cache_records, permutation[((slot // g) * distinct + slot % g % distinct) % n])
     return positions.map(record)
   epoch_seed = _fold(_fold(preprocess.example_seed(seed), process_index), epoch)
   part = datasets.process_split(split, process_index, process_count)
@@ -118,7 +126,12 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
                             epoch_seed, shuffle_buffer)
   # Ids above 2**40 per process keep the augmentation seeds of different processes apart.
   offset = tf.constant(process_index, tf.int64) * (1 << 40)
-  return records.repeat(2).enumerate().skip(skip).map(lambda k, r: (k, offset + k, r))
+  if repeats == 1:
+    return records.repeat(2).enumerate().skip(skip).map(lambda k, r: (k, offset + k, r))
+  # Each group of local_batch / repeats records, `repeats` times over: one batch, each record's copies apart.
+  groups = records.repeat(2).enumerate().skip(skip // repeats).batch(local_batch // repeats)
+  return groups.flat_map(lambda ks, rs: tf.data.Dataset.range(repeats).flat_map(
+      lambda c: tf.data.Dataset.from_tensor_slices((ks * repeats + c, offset + ks * repeats + c, rs))))
 
 
 def _options(data_config) -> tf.data.Options:
@@ -163,12 +176,17 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
     raise ValueError(f"start_position={start_position} is before the {start_offset} examples step {start_step} "
                      "has consumed in its epoch.")
 
+  repeats = data_config.repeated_augmentation
+  if local_batch % repeats:
+    raise ValueError(f"config.data.repeated_augmentation={repeats} must divide each process's batch "
+                     f"({local_batch}): set --config.batch_size to a multiple of {repeats * process_count}")
   size = datasets.image_size(data_config, builder)
   augment = preprocess.train_fn(datasets.family(data_config, builder), image_size=size,
                                 channels=datasets.channels(data_config, builder),
                                 crop_fraction=data_config.crop_fraction, flip=data_config.flip,
                                 rotation_degrees=data_config.rotation_degrees,
-                                color_jitter_strength=data_config.color_jitter)
+                                color_jitter_strength=data_config.color_jitter, policy=data_config.augment)
+  erasing = data_config.random_erasing
   parse = tfrecords.parse_fn(builder)
   mean, std = datasets.normalization_stats(data_config, builder)
   cache_records = None
@@ -179,8 +197,14 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
 
   def example(epoch, position, example_id, record):
     image_bytes, label = parse(record)
-    image = augment(image_bytes, preprocess.example_seed(seed, epoch, example_id))
-    return {"image": image, "label": label, "epoch": epoch, "position": position}
+    example_seed = preprocess.example_seed(seed, epoch, example_id)
+    image = augment(image_bytes, example_seed)
+    out = {"image": image, "label": label, "epoch": epoch, "position": position}
+    if erasing:  # The rectangle and its noise seed travel with the example; the noise is drawn after normalising.
+      erase_seed = tf.random.experimental.stateless_fold_in(example_seed, 4)
+      out["erase_box"] = augment_lib.erasing_box(erase_seed, size, size, erasing)
+      out["erase_seed"] = tf.random.experimental.stateless_fold_in(erase_seed, 1)
+    return out
 
   def one_epoch(epoch):
     first = tf.equal(epoch, start_epoch)
@@ -188,7 +212,7 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
     consumed = tf.where(first, tf.constant(start_offset, tf.int64), tf.constant(0, tf.int64))
     records = epoch_records(builder, split, seed=seed, epoch=epoch, process_index=process_index,
                             process_count=process_count, cache_records=cache_records, local_batch=local_batch,
-                            shuffle_buffer=shuffle_buffer, skip=skip)
+                            shuffle_buffer=shuffle_buffer, skip=skip, repeats=repeats)
     examples = records.map(lambda position, example_id, record: example(epoch, position, example_id, record),
                            num_parallel_calls=calls,
                            deterministic=True)
@@ -199,8 +223,12 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
 
   batches = tf.data.Dataset.counter(start_epoch).flat_map(one_epoch)
   # Normalising whole batches as the last step keeps every buffer above in uint8.
-  batches = batches.map(lambda b: {**b, "image": preprocess.normalize(b["image"], mean, std)},
-                        num_parallel_calls=calls, deterministic=True)
+  def finish(batch):
+    image = preprocess.normalize(batch.pop("image"), mean, std)
+    if erasing:
+      image = augment_lib.erase(image, batch.pop("erase_box"), batch.pop("erase_seed"))
+    return {**batch, "image": image}
+  batches = batches.map(finish, num_parallel_calls=calls, deterministic=True)
   return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(data_config))
 
 

@@ -30,6 +30,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from resnet_jax.data import augment as augment_lib
+
 FAMILIES = ("cifar", "imagenet")
 # Evaluation of the 'imagenet' family: 'crop_resize' decodes only the central window, then resizes it (fast);
 # 'resize_crop' decodes the whole image as PIL does, resizes its short side with antialiasing, then centre-crops
@@ -237,13 +239,14 @@ def cifar_eval(image_bytes: tf.Tensor, *, image_size: int, channels: int = 3) ->
 
 
 def train_fn(family: str, *, image_size: int, channels: int = 3, crop_fraction: float = 0.875, flip: bool = True,
-             rotation_degrees: float = 0.0,
-             color_jitter_strength: float = 0.0) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+             rotation_degrees: float = 0.0, color_jitter_strength: float = 0.0,
+             policy: str | None = None) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
   """(image_bytes, seed) -> uint8 training image, for a preprocessing family.
 
   `flip`, `rotation_degrees` and `color_jitter_strength` are config.data.flip, .rotation_degrees and .color_jitter
-  (see the module docstring); the rotation and the jitter draw from seeds folded from the example's, so the crop
-  and flip are the same with them as without them.
+  (see the module docstring), `policy` is config.data.augment (`resnet_jax.data.augment`, applied last); the
+  rotation, the jitter and the policy draw from seeds folded from the example's, so the crop and flip are the same
+  with them as without them.
 
   Raises:
     ValueError: an unknown family. (The ranges of the rotation and the jitter are checked by config.validate.)
@@ -260,7 +263,8 @@ def train_fn(family: str, *, image_size: int, channels: int = 3, crop_fraction: 
     base = lambda image_bytes, seed: tf.ensure_shape(
         cifar_train(image_bytes, seed, image_size=image_size, channels=channels, padding=padding, flip=flip),
         [image_size, image_size, channels])
-  if not rotation_degrees and not color_jitter_strength:
+  parsed = augment_lib.parse(policy)
+  if not rotation_degrees and not color_jitter_strength and parsed is None:
     return base
 
   def augment(image_bytes, seed):
@@ -271,6 +275,9 @@ def train_fn(family: str, *, image_size: int, channels: int = 3, crop_fraction: 
       image = rotate(image, degrees)
     if color_jitter_strength:
       image = color_jitter(image, tf.random.experimental.stateless_fold_in(seed, 2), color_jitter_strength)
+    if parsed is not None:
+      image = augment_lib.apply(parsed, tf.ensure_shape(image, [image_size, image_size, channels]),
+                                tf.random.experimental.stateless_fold_in(seed, 3))
     return tf.ensure_shape(image, [image_size, image_size, channels])
   return augment
 
