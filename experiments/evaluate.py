@@ -26,7 +26,7 @@ def main(argv):
 
   config = config_lib.load_run_config(_WORKDIR.value)
   startup.prepare_process(config.platform_xla_flags)  # As the run was trained; before any backend starts.
-  from resnet_jax import evaluation, predict, train
+  from resnet_jax import evaluation, predict
 
   if _SPLIT.value:
     config.data.eval_split = _SPLIT.value

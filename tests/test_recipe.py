@@ -232,3 +232,21 @@ def test_mixed_bce_accumulated_run_trains_and_resumes_bitwise(tmp_path, shapes_d
   records = train_records(straight)
   assert {s: r["loss"] for s, r in train_records(resumed).items()} == {s: r["loss"] for s, r in records.items()}
   assert all(0 <= r["top1"] <= 1 for r in records.values())
+
+
+# --- The recipe configs ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.ci
+@pytest.mark.parametrize("config_file", ["configs/imagenet_bag_of_tricks.py", "configs/imagenet_rsb_a2.py"])
+def test_recipe_configs_train_a_few_steps_on_the_built_in_data(config_file, tmp_path, shapes_data_dir, xla_cache_dir):
+  """Each recipe as its file sets it (model, loss, mixing, policy, repeats, evaluation transform), on shapes/small at
+  32 px with an eighth of the width: two steps and an evaluation, the loss finite."""
+  overrides = {"data.name": "shapes", "data.builder_config": "small", "data.data_dir": shapes_data_dir,
+               "data.image_size": 32, "data.cache": True, "model.width": 0.125, "batch_size": 12,
+               "eval_batch_size": 100, "num_epochs": None, "num_steps": 2, "schedule.warmup_epochs": None,
+               "schedule.warmup_steps": 1, "log_every_steps": 1, "eval_every_epochs": None,
+               "compilation_cache_dir": xla_cache_dir}
+  config = config_lib.resolve(config_file, [f"--config.{k}={v}" for k, v in overrides.items()])
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(results["loss"]) and 0 <= results["top1"] <= 1
+  assert all(np.isfinite(r["loss"]) for r in train_records(str(tmp_path / "run")).values())

@@ -93,8 +93,11 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     local_batch: this process's batch size (cached mode: the process takes its slice of every global batch).
     shuffle_buffer: window of the streamed shuffle.
     skip: records of the epoch already consumed (not read again when cached, read but not decoded otherwise).
-    repeats: repeated augmentation: each image `repeats` times per batch, with its own augmentation each time
-      (see `train_dataset`); positions and ids then count the copies.
+    repeats: repeated augmentation: each image `repeats` times per batch (the last copies of the last image cut
+      where `repeats` does not divide the batch), each copy with its own id (augmentation). Cached, a global batch
+      of g slots holds images s % ceil(g / repeats) of its slots s, so that the copies land on other devices and
+      positions still count slots; streamed, each process batch is a group of ceil(local_batch / repeats) records,
+      copies apart likewise, and positions count records.
 
   The stream runs on past the end of the epoch's order, into the same order again: those records are spares, read
   only when corrupt records leave the epoch short of its batches (the next record takes a corrupt one's place).
@@ -110,7 +113,7 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     steps = n // g
     positions = tf.data.Dataset.range(skip, 2 * steps * b)
 
-    distinct = g // repeats  # Images per global batch: slot s holds image s % distinct (copies on other devices).
+    distinct = -(-g // repeats)  # Images per global batch: slot s holds image s % distinct.
 
     def record(k):
       if repeats == 1:
@@ -128,10 +131,16 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
   offset = tf.constant(process_index, tf.int64) * (1 << 40)
   if repeats == 1:
     return records.repeat(2).enumerate().skip(skip).map(lambda k, r: (k, offset + k, r))
-  # Each group of local_batch / repeats records, `repeats` times over: one batch, each record's copies apart.
-  groups = records.repeat(2).enumerate().skip(skip // repeats).batch(local_batch // repeats)
-  return groups.flat_map(lambda ks, rs: tf.data.Dataset.range(repeats).flat_map(
-      lambda c: tf.data.Dataset.from_tensor_slices((ks * repeats + c, offset + ks * repeats + c, rs))))
+  # Each group of ceil(local_batch / repeats) records, `repeats` times over (cut to one batch): copies apart.
+  groups = records.repeat(2).enumerate().skip(skip).batch(-(-local_batch // repeats))
+
+  def copies(ks, rs):
+    count = tf.shape(ks, tf.int64)[0]
+    slots = tf.range(tf.minimum(tf.constant(local_batch, tf.int64), count * repeats))
+    picked = tf.gather(ks, slots % count)
+    return tf.data.Dataset.from_tensor_slices(
+        (picked, offset + picked * repeats + slots // count, tf.gather(rs, slots % count)))
+  return groups.flat_map(copies)
 
 
 def _options(data_config) -> tf.data.Options:
@@ -169,17 +178,16 @@ def train_dataset(data_config, *, global_batch_size: int, seed: int, start_step:
   steps = steps_per_epoch(tfrecords.split_info(builder, split).num_examples, global_batch_size)
   per_epoch = steps * local_batch
   start_epoch, start_offset = divmod(start_step, steps)
+  # Positions of the epoch already read: as many as the steps' examples (or records, see `_positions_per_batch`),
+  # unless corrupt ones were skipped (then the caller knows).
+  least_position = start_offset * _positions_per_batch(data_config, local_batch)
   start_offset *= local_batch  # Examples of the epoch already trained on.
-  # Records of the epoch already read: as many, unless corrupt ones were skipped (then the caller knows).
-  start_position = start_offset if start_position is None else start_position
-  if start_position < start_offset:
-    raise ValueError(f"start_position={start_position} is before the {start_offset} examples step {start_step} "
+  start_position = least_position if start_position is None else start_position
+  if start_position < least_position:
+    raise ValueError(f"start_position={start_position} is before the {least_position} positions step {start_step} "
                      "has consumed in its epoch.")
 
   repeats = data_config.repeated_augmentation
-  if local_batch % repeats:
-    raise ValueError(f"config.data.repeated_augmentation={repeats} must divide each process's batch "
-                     f"({local_batch}): set --config.batch_size to a multiple of {repeats * process_count}")
   size = datasets.image_size(data_config, builder)
   augment = preprocess.train_fn(datasets.family(data_config, builder), image_size=size,
                                 channels=datasets.channels(data_config, builder),
@@ -260,8 +268,16 @@ def train_stream(data_config, *, global_batch_size: int, seed: int, start_step: 
                           builder=builder)
   steps = steps_per_epoch(tfrecords.split_info(builder, datasets.train_split(data_config)).num_examples,
                           global_batch_size)
-  first = (start_step % steps) * (global_batch_size // process_count) if start_position is None else start_position
+  per_batch = _positions_per_batch(data_config, global_batch_size // process_count)
+  first = (start_step % steps) * per_batch if start_position is None else start_position
   return _count_skipped(dataset.as_numpy_iterator(), first, data_config.name)
+
+
+def _positions_per_batch(data_config, local_batch: int) -> int:
+  """How far a batch moves the stream's position when no record is corrupt: its examples, or, with repeated
+  augmentation on a streamed dataset, its distinct records (see `epoch_records`)."""
+  repeats = data_config.repeated_augmentation
+  return local_batch if data_config.cache or repeats == 1 else -(-local_batch // repeats)
 
 
 def _count_skipped(batches, first_position: int, name: str):
@@ -273,12 +289,14 @@ def _count_skipped(batches, first_position: int, name: str):
     if epoch is not None and epochs[0] != epoch:
       expected = 0
     epoch = int(epochs[0])
-    gap = int(positions[-1]) - expected + 1 - len(positions)
+    # Positions are distinct per example, except for the copies of a record under repeated augmentation.
+    last = int(positions.max())
+    gap = last - expected + 1 - len(np.unique(positions))
     if gap > 0:
       skipped += gap
       logging.warning("Skipped %d corrupt training record(s) of %s so far (latest: epoch %d, before position %d).",
-                      skipped, name, epoch, positions[-1])
-    expected = int(positions[-1]) + 1
+                      skipped, name, epoch, last)
+    expected = last + 1
     yield batch, (epoch, expected)
 
 
