@@ -214,6 +214,7 @@ def _validate_recipe(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.mixing mixes the labels of two examples: it needs at least 2 classes "
                      "(config.data.num_classes=1); set --config.mixing.mixup_alpha=0 --config.mixing.cutmix_alpha=0")
   policies.parse(config.data.augment)
+  policies.check_eval_transform(config.data.eval_transform, config.data.eval_interpolation)
   if config.batch_size is not None and config.batch_size % config.grad_accum_steps:
     raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must divide config.batch_size="
                      f"{config.batch_size} (each update adds that many equal micro-batches): choose a divisor")

@@ -1,5 +1,6 @@
-"""The augmentation policy strings of `config.data.augment`, read without TensorFlow (config validation runs
-without it); `resnet_jax.data.augment` applies them."""
+"""The image-processing choices a config names, read without TensorFlow (config validation runs without it): the
+augmentation policy strings of `config.data.augment` (`resnet_jax.data.augment` applies them) and the evaluation
+transforms (`resnet_jax.data.preprocess`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +8,24 @@ import math
 import re
 
 LEVEL_MAX = 10.0  # timm's magnitude scale: level / 10 is the fraction of each op's range.
+# Evaluation of the 'imagenet' family: 'crop_resize' decodes only the central window, then resizes it (fast);
+# 'resize_crop' decodes the whole image as PIL does, resizes its short side with antialiasing, then centre-crops
+# (torchvision's and timm's evaluation, which published accuracies were measured with).
+EVAL_TRANSFORMS = ("crop_resize", "resize_crop")
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def check_eval_transform(transform: str, interpolation: str) -> None:
+  """Raises ValueError naming the field unless the evaluation transform and interpolation exist and go together."""
+  if transform not in EVAL_TRANSFORMS:
+    raise ValueError(f"Unknown evaluation transform {transform!r} (config.data.eval_transform); choose one of "
+                     f"{list(EVAL_TRANSFORMS)}.")
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"Unknown interpolation {interpolation!r} (config.data.eval_interpolation); choose one of "
+                     f"{list(INTERPOLATIONS)}.")
+  if interpolation != "bilinear" and transform != "resize_crop":
+    raise ValueError(f"config.data.eval_interpolation={interpolation!r} needs config.data.eval_transform="
+                     "'resize_crop' (the fast 'crop_resize' resizes bilinearly)")
 
 
 @dataclasses.dataclass(frozen=True)

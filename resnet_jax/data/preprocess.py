@@ -31,13 +31,9 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from resnet_jax.data import augment as augment_lib
+from resnet_jax.data.policies import check_eval_transform
 
 FAMILIES = ("cifar", "imagenet")
-# Evaluation of the 'imagenet' family: 'crop_resize' decodes only the central window, then resizes it (fast);
-# 'resize_crop' decodes the whole image as PIL does, resizes its short side with antialiasing, then centre-crops
-# (torchvision's and timm's evaluation, which published accuracies were measured with).
-EVAL_TRANSFORMS = ("crop_resize", "resize_crop")
-INTERPOLATIONS = ("bilinear", "bicubic")
 
 # Per-channel statistics on the 0-255 scale.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -291,15 +287,7 @@ def eval_fn(family: str, *, image_size: int, channels: int = 3, crop_fraction: f
     ValueError: an unknown family, transform or interpolation.
   """
   _check_family(family)
-  if transform not in EVAL_TRANSFORMS:
-    raise ValueError(f"Unknown evaluation transform {transform!r} (config.data.eval_transform); choose one of "
-                     f"{list(EVAL_TRANSFORMS)}.")
-  if interpolation not in INTERPOLATIONS:
-    raise ValueError(f"Unknown interpolation {interpolation!r} (config.data.eval_interpolation); choose one of "
-                     f"{list(INTERPOLATIONS)}.")
-  if interpolation != "bilinear" and transform != "resize_crop":
-    raise ValueError(f"config.data.eval_interpolation={interpolation!r} needs config.data.eval_transform="
-                     "'resize_crop' (the fast 'crop_resize' resizes bilinearly)")
+  check_eval_transform(transform, interpolation)
   if family == "imagenet" and transform == "resize_crop":
     return functools.partial(resize_crop_eval, image_size=image_size, crop_fraction=crop_fraction,
                              interpolation=interpolation)
