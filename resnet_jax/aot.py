@@ -217,6 +217,17 @@ def _as_dict(analysis) -> dict:
   return dict(analysis) if analysis else {}
 
 
+def _count_accumulation(result: dict, accum_steps: int) -> None:
+  """Scales a train step's FLOPs and bytes to its `accum_steps` micro-batches. The step runs the first micro-batch,
+  then the others in a loop (`train.train_step`), and XLA's cost analysis counts a loop's body once: it saw two
+  micro-batches' worth. Scaled by accum_steps / 2 (the optimizer update, outside the loop and small, is then
+  overcounted), and marked so."""
+  if accum_steps > 1 and result.get("flops"):
+    for key in ("flops", "bytes_accessed"):
+      result[key] = result[key] * accum_steps / 2
+    result["cost_scaled"] = f"x{accum_steps}/2 for {accum_steps} micro-batches (XLA counts the loop body once)"
+
+
 def roofline(result: dict, chip: Chip, per_device_batch: int) -> dict:
   """A lower bound on the step time from the chip's peak bf16 FLOP/s and memory bandwidth (whichever is slower),
   and the images/s per chip it implies."""
@@ -235,6 +246,7 @@ def compile_config(config, target: Target, devices, info: DatasetInfo, *, eval_s
          "usable_bytes": target.chip.usable_bytes, "usable_rule": target.chip.usable_rule}
   try:
     out["train"] = compile_program(progs.train_fn, progs.train_args, target.chip)
+    _count_accumulation(out["train"], config.get("grad_accum_steps") or 1)
     out["train"]["roofline"] = roofline(out["train"], target.chip, progs.per_device_batch)
   except DoesNotFit as refusal:
     out["train"] = {"fits": False, "refused": str(refusal)}
@@ -380,6 +392,8 @@ def describe(result: dict) -> list[str]:
     if r.get("flops"):
       source = ("XLA's cost analysis of the compiled program" if r["cost_source"] == "compiled" else
                 "XLA's HLO cost analysis: FLOPs before optimisation, bytes of the optimised program")
+      if r.get("cost_scaled"):
+        source += f"; scaled {r['cost_scaled']}"
       lines.append(f"    per device and step: {r['flops'] / 1e12:.3f} TFLOP, {r['bytes_accessed'] / 1e9:.1f} GB "
                    f"accessed ({source})")
     collectives = ", ".join(f"{n} {kind}" for kind, n in r["collectives"].items()) or "none"

@@ -112,6 +112,20 @@ def test_the_pmap_step_compiles_too_and_does_the_same_work():
   assert results["pmap"]["memory"]["alias"] > 0 and "all-reduce" in results["pmap"]["collectives"]
 
 
+def test_gradient_accumulation_counts_every_micro_batch_and_holds_one_at_a_time():
+  """4 micro-batches per update: FLOPs per step those of the whole batch (the loop's body scaled, see
+  aot._count_accumulation) and fewer temporaries than the whole batch at once."""
+  target = dataclasses.replace(aot.parse_target("gpu:h100"), chip=_cpu_chip(), chips=4)
+  results = {}
+  for accum in (1, 4):
+    config = _config("--config.batch_size=128", f"--config.grad_accum_steps={accum}")
+    results[accum] = aot.compile_config(config, target, jax.devices(), aot.dataset_shapes(config.data),
+                                        eval_step=False)["train"]
+  assert results[4]["flops"] == pytest.approx(results[1]["flops"], rel=0.05)
+  assert "cost_scaled" in results[4] and "cost_scaled" not in results[1]
+  assert results[4]["memory"]["temp"] < 0.6 * results[1]["memory"]["temp"]
+
+
 @pytest.mark.slow
 @pytest.mark.ci  # Run by CI's second pytest line (.ci/run).
 def test_the_largest_batch_is_found_in_few_compiles_and_verified():
