@@ -50,14 +50,15 @@ def main(argv):
   if not _ABLATION.value and not _GRID.value:
     raise app.UsageError("give --grid='key=v1,v2 ...' or --ablation=NAME (--ablation=list shows them)")
 
-  config, grid, lesions = _CONFIG.value, _GRID.value, ()
+  config, grid, lesions, steps = _CONFIG.value, _GRID.value, (), ()
   if _ABLATION.value:
     ablation = sweep.load_ablation(_ABLATION.value)
     config, grid, extra, lesions = ablation.config, ablation.grid, [*ablation.flags, *extra], ablation.lesion
+    steps = ablation.steps
   if _DRY_RUN.value and _REPORT_ONLY.value:
     raise app.UsageError("--dry_run and --report_only: choose one")
   codes = sweep.run_sweep(config, grid, _WORKDIR.value, extra, parallel=_PARALLEL.value, dry_run=_DRY_RUN.value,
-                          report_only=_REPORT_ONLY.value)
+                          report_only=_REPORT_ONLY.value, steps=steps)
   failed = sorted(name for name, code in codes.items() if code != 0)
   # The ablation's lesion studies, once its runs are done.
   if lesions and not failed and not _DRY_RUN.value and not _REPORT_ONLY.value:

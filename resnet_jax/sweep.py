@@ -55,8 +55,35 @@ class Run:
     return [python, "-m", TRAIN_MODULE, *self.args]
 
 
+STEP_KEY = "step"  # The axis of an ablation's cumulative steps (`steps_axis`): not a config field.
+
+
+def steps_axis(steps: Sequence[tuple[str, Sequence[str]]]) -> tuple[grid_lib.Axis, dict[str, tuple[str, ...]]]:
+  """An axis of cumulative steps (a table's rows, each adding settings to the one above, as in Bag of Tricks' tables)
+  and each step's flags: those of every step up to it, in order (a later step's setting of a field wins).
+
+  Args:
+    steps: (label, trainer flags it adds), first to last.
+  """
+  flags, cumulative = [], {}
+  for index, (label, added) in enumerate(steps):
+    flags = [*flags, *added]
+    cumulative[f"{index}{grid_lib.format_value(label)}"] = tuple(flags)
+  return grid_lib.Axis(STEP_KEY, tuple(cumulative)), cumulative
+
+
+def sweep_axes(grid: str, steps: Sequence[tuple[str, Sequence[str]]] = ()):
+  """(axes, step flags) of a grid string and an ablation's cumulative steps (the first axis, where given)."""
+  axes = grid_lib.parse_grid(grid)
+  if not steps:
+    return axes, None
+  step, step_flags = steps_axis(steps)
+  return [step, *axes], step_flags
+
+
 def plan(config_file: str, axes: Sequence[grid_lib.Axis], workdir: str, extra_flags: Sequence[str] = (), *,
-         check: Callable[[ml_collections.ConfigDict], None] | None = None) -> list[Run]:
+         check: Callable[[ml_collections.ConfigDict], None] | None = None,
+         step_flags: dict[str, tuple[str, ...]] | None = None) -> list[Run]:
   """The sweep's runs, each validated by resolving its config as the trainer will.
 
   Args:
@@ -65,20 +92,24 @@ def plan(config_file: str, axes: Sequence[grid_lib.Axis], workdir: str, extra_fl
     workdir: the sweep's directory; run R trains in workdir/R.
     extra_flags: trainer flags passed to every run (e.g. '--config.num_steps=100').
     check: called with every run's resolved config (e.g. to build its model): raise ValueError to reject it.
+    step_flags: the flags of each value of the `STEP_KEY` axis, where the axes hold one (`steps_axis`).
 
   Raises:
-    ValueError: a grid key is also set by an extra flag, or a run's config is invalid.
+    ValueError: a grid key is also set by an extra flag or a step, or a run's config is invalid.
   """
   extra_keys = {config_lib.override_key(f) for f in extra_flags if f.startswith(config_lib.PREFIX)}
+  step_keys = {config_lib.override_key(f) for flags in (step_flags or {}).values() for f in flags}
   for axis in axes:
-    if axis.key in extra_keys:
+    if axis.key in extra_keys | step_keys:
       raise ValueError(f"grid key {axis.key!r} is also set by --config.{axis.key}: set it in one place only")
   config_overrides = [f for f in extra_flags if f.startswith(config_lib.PREFIX)]
   labels = grid_lib.axis_labels(axes)
   runs = []
   for combination in grid_lib.combinations(axes):
     name = grid_lib.run_name(combination, labels)
-    overrides = [f"{config_lib.PREFIX}{k}={v}" for k, v in combination.items()]
+    overrides = []
+    for key, value in combination.items():
+      overrides += step_flags[value] if key == STEP_KEY else [f"{config_lib.PREFIX}{key}={value}"]
     try:
       config = config_lib.resolve(config_file, [*overrides, *config_overrides])
       if check is not None:
@@ -331,9 +362,11 @@ def write_report(workdir: str, runs: Sequence[Run], axes: Sequence[grid_lib.Axis
 # The whole sweep
 # ----------------------------------------------------------------------------------------------------------------
 def run_sweep(config_file: str, grid: str, workdir: str, extra_flags: Sequence[str] = (), *, parallel: int = 1,
-              dry_run: bool = False, report_only: bool = False,
+              dry_run: bool = False, report_only: bool = False, steps: Sequence[tuple[str, Sequence[str]]] = (),
               echo: Callable[[str], None] = print) -> dict[str, int]:
   """Plans, trains (skipping finished runs, resuming started ones) and reports a sweep; returns the exit codes.
+
+  With `steps` (an ablation's STEPS: (label, flags added), cumulative), they are the grid's first axis, `step`.
 
   With `report_only`, nothing is trained and the manifest is left as it is: the report is written from the runs the
   workdir holds (a partial sweep's, or run records copied in from elsewhere).
@@ -342,8 +375,8 @@ def run_sweep(config_file: str, grid: str, workdir: str, extra_flags: Sequence[s
     ValueError: a bad grid or config, an impossible model, or a started run whose flags changed. Nothing is
       trained or written then.
   """
-  axes = grid_lib.parse_grid(grid)
-  runs = plan(config_file, axes, workdir, extra_flags, check=check_model)
+  axes, step_flags = sweep_axes(grid, steps)
+  runs = plan(config_file, axes, workdir, extra_flags, check=check_model, step_flags=step_flags)
   manifest = check_manifest(workdir, runs)
   if dry_run:
     for run in runs:
@@ -356,6 +389,8 @@ def run_sweep(config_file: str, grid: str, workdir: str, extra_flags: Sequence[s
                     on_finish=lambda run, code, seconds: add_seconds(workdir, run.name, seconds))
   command = shlex.join(["python", "-m", "experiments.sweep", f"--config={config_file}", f"--grid={grid}",
                         f"--workdir={workdir}", *extra_flags])
+  if steps:
+    command += "  (and the ablation's steps: " + "; ".join(label for label, _ in steps) + ")"
   for path in write_report(workdir, runs, axes, command=command, codes=codes):
     echo(f"wrote {path}")
   return codes
@@ -373,6 +408,7 @@ class Ablation:
   flags: tuple[str, ...]
   doc: str
   lesion: tuple[str, ...] = ()  # Runs (names in the sweep's workdir) whose lesion study follows the sweep.
+  steps: tuple[tuple[str, tuple[str, ...]], ...] = ()  # Cumulative steps, (label, flags added): the `step` axis.
 
 
 def ablation_dir() -> str:
@@ -384,8 +420,8 @@ def ablation_names() -> list[str]:
 
 
 def load_ablation(name: str) -> Ablation:
-  """Reads configs/ablations/NAME.py, a file of literal assignments (CONFIG, GRID, FLAGS, LESION), without running
-  it.
+  """Reads configs/ablations/NAME.py, a file of literal assignments (CONFIG, GRID, FLAGS, LESION, STEPS), without
+  running it.
 
   Raises:
     ValueError: unknown name (lists the valid ones) or a file without CONFIG and GRID.
@@ -402,7 +438,8 @@ def load_ablation(name: str) -> Ablation:
   if missing:
     raise ValueError(f"configs/ablations/{name}.py does not define {sorted(missing)}")
   return Ablation(name, values["CONFIG"], values["GRID"], tuple(values.get("FLAGS", ())),
-                  ast.get_docstring(module) or "", tuple(values.get("LESION", ())))
+                  ast.get_docstring(module) or "", tuple(values.get("LESION", ())),
+                  tuple((label, tuple(flags)) for label, flags in values.get("STEPS", ())))
 
 
 def run_lesions(workdir: str, names: Sequence[str], *, python: str = sys.executable,

@@ -94,6 +94,23 @@ def test_top_level_fields_are_grid_keys_too(tmp_path):
     sweep.plan(SHAPES, grid.parse_grid("seed=0,1"), str(tmp_path), ["--config.seed=3"])
 
 
+def test_cumulative_steps_add_their_flags_row_by_row(tmp_path):
+  """An ablation's STEPS: each row keeps the flags of the rows above and adds its own (a later setting of a field
+  wins), as the rows of Bag of Tricks' tables; the step is the first axis and names the runs."""
+  steps = (("baseline", ("--config.model.shortcut=B",)), ("+ label smoothing", ("--config.label_smoothing=0.1",)),
+           ("+ shortcut A", ("--config.model.shortcut=A",)))
+  axes, step_flags = sweep.sweep_axes("seed=0,1", steps)
+  runs = sweep.plan(SHAPES, axes, str(tmp_path), ["--config.num_steps=4"], step_flags=step_flags)
+  assert [r.name for r in runs][:3] == ["step=0baseline,seed=0", "step=0baseline,seed=1",
+                                        "step=1+_label_smoothing,seed=0"]
+  assert runs[2].args[2:] == ("--config.model.shortcut=B", "--config.label_smoothing=0.1", "--config.seed=0",
+                              "--config.num_steps=4")
+  last = runs[-1].args
+  assert last.index("--config.model.shortcut=A") > last.index("--config.model.shortcut=B")
+  with pytest.raises(ValueError, match="grid key 'label_smoothing' is also set"):
+    sweep.plan(SHAPES, [*axes, grid.Axis("label_smoothing", ("0.2",))], str(tmp_path), step_flags=step_flags)
+
+
 def test_plan_checks_every_run_with_the_given_check(tmp_path):
   seen = []
 
@@ -319,8 +336,8 @@ def test_results_files_are_never_left_half_written(tmp_path):
 
 
 # --- Ready-made ablations -------------------------------------------------------------------------------------
-EXPECTED_ABLATIONS = ["activations", "depth_budget", "depth_study", "head_conv", "head_mlp", "head_pool",
-                      "plain_vs_residual", "resnet_tweaks", "shortcuts", "stem_pool", "zero_init"]
+EXPECTED_ABLATIONS = ["activations", "bag_of_tricks", "depth_budget", "depth_study", "head_conv", "head_mlp",
+                      "head_pool", "plain_vs_residual", "resnet_tweaks", "shortcuts", "stem_pool", "zero_init"]
 
 
 def test_every_ready_made_ablation_is_listed_and_plans(tmp_path):
@@ -329,8 +346,9 @@ def test_every_ready_made_ablation_is_listed_and_plans(tmp_path):
   for name in EXPECTED_ABLATIONS:
     ablation = sweep.load_ablation(name)
     assert f"`{name}`" in readme and ablation.doc
-    runs = sweep.plan(os.path.join(REPO, ablation.config), grid.parse_grid(ablation.grid), str(tmp_path),
-                      list(ablation.flags))
+    axes, step_flags = sweep.sweep_axes(ablation.grid, ablation.steps)
+    runs = sweep.plan(os.path.join(REPO, ablation.config), axes, str(tmp_path), list(ablation.flags),
+                      step_flags=step_flags)
     assert len(runs) >= 2
 
 
@@ -338,8 +356,9 @@ def test_ablation_runs_pass_the_models_own_validation(tmp_path):
   pytest.importorskip("resnet_jax.train")  # The engine builds the model exactly as training will.
   for name in EXPECTED_ABLATIONS:
     ablation = sweep.load_ablation(name)
-    sweep.plan(os.path.join(REPO, ablation.config), grid.parse_grid(ablation.grid), str(tmp_path),
-               list(ablation.flags), check=sweep.check_model)
+    axes, step_flags = sweep.sweep_axes(ablation.grid, ablation.steps)
+    sweep.plan(os.path.join(REPO, ablation.config), axes, str(tmp_path), list(ablation.flags),
+               check=sweep.check_model, step_flags=step_flags)
   with pytest.raises(ValueError, match="zero_init_residual"):
     sweep.plan(SHAPES, grid.parse_grid("model.shortcut=none model.zero_init_residual=true"), str(tmp_path),
                check=sweep.check_model)
