@@ -10,10 +10,11 @@ Every setting of the A2 column, with where it lives here:
 - RandAugment 'rand-m7-mstd0.5-inc1' (`data.augment`), repeated augmentation 3 (`data.repeated_augmentation`), random
   resized crop and flip, no random erasing; stochastic depth 0.05 (`model.drop_path_rate`).
 - Train at 224, test at 224 with crop_pct 0.95, bicubic (`data.eval_transform='resize_crop'`).
-- Mixed precision (bfloat16 here); no EMA, no gradient clipping, no dropout.
+- Mixed precision (bfloat16 here); no EMA, no dropout; gradients clipped to global norm 1.0, as timm's LAMB does
+  by default (`optimizer.grad_clip_norm`).
 
-Not the same as the paper: timm draws the training crop's interpolation at random (bilinear or bicubic), this
-pipeline resizes the crop bilinearly; `bce_target_threshold` is left unset, as in mmpretrain's A2 config.
+Not the same as the paper: timm draws the training crop's interpolation, and that of RandAugment's rotate, shear and
+translate, at random (bilinear or bicubic); this pipeline uses bilinear for both; `bce_target_threshold` is left unset, as in mmpretrain's A2 config.
 Published: 79.8 % top-1 (the paper), 79.83 % for timm's released `resnet50.a2_in1k` weights. Measured results here:
 none yet (ImageNet is not available on the development machine). Batch 2048 is 256 images per device on 8
 accelerators; on fewer, `--config.grad_accum_steps=k` runs it k micro-batches at a time.
@@ -31,6 +32,7 @@ def get_config():
   config.num_epochs = 300.0
   config.optimizer.name = "lamb"
   config.optimizer.weight_decay = 0.02
+  config.optimizer.grad_clip_norm = 1.0  # timm's Lamb(max_grad_norm=1.0).
   config.schedule.name = "cosine"
   config.schedule.base_lr = 5e-3
   config.schedule.reference_batch = 2048  # 5e-3 at the paper's batch; linear scaling elsewhere.

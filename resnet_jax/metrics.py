@@ -41,8 +41,8 @@ def sigmoid_cross_entropy(logits: jax.Array, targets: jax.Array, target_threshol
   logits = logits.astype(jnp.float32)
   if target_threshold is not None:
     targets = (targets > target_threshold).astype(jnp.float32)
-  # log(1 + exp(x)) - t x, written stably.
-  losses = jnp.maximum(logits, 0.0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  # log(1 + exp(x)) - t x; softplus is stable and has the right gradient at 0 (sigmoid(0) - t).
+  losses = jax.nn.softplus(logits) - logits * targets
   return jnp.mean(losses, axis=-1)
 
 

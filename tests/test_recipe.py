@@ -124,6 +124,13 @@ def test_sigmoid_loss_is_the_mean_binary_cross_entropy_over_classes(threshold):
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+def test_sigmoid_loss_gradient_is_sigmoid_minus_target_over_classes_even_at_zero():
+  logits = jnp.array([[0.0, 0.0, 0.0, 2.0]])
+  targets = jnp.array([[0.0, 1.0, 0.3, 0.5]])
+  grad = jax.grad(lambda x: metrics.training_loss("sigmoid_xent", x, targets).sum())(logits)
+  np.testing.assert_allclose(grad, (jax.nn.sigmoid(logits) - targets) / 4, rtol=1e-6)
+
+
 def test_unknown_loss_and_threshold_without_bce_are_clear_errors():
   with pytest.raises(ValueError, match="Unknown loss 'hinge'"):
     metrics.training_loss("hinge", jnp.zeros((1, 2)), jnp.zeros((1, 2)))

@@ -97,7 +97,8 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
       where `repeats` does not divide the batch), each copy with its own id (augmentation). Cached, a global batch
       of g slots holds images s % ceil(g / repeats) of its slots s, so that the copies land on other devices and
       positions still count slots; streamed, each process batch is a group of ceil(local_batch / repeats) records,
-      copies apart likewise, and positions count records.
+      copies apart likewise, and positions count records (a corrupt record then drops all its copies and shifts
+      the groups that follow: resume is exact again from the next epoch).
 
   The stream runs on past the end of the epoch's order, into the same order again: those records are spares, read
   only when corrupt records leave the epoch short of its batches (the next record takes a corrupt one's place).
