@@ -14,7 +14,8 @@ Every setting of the A2 column, with where it lives here:
   by default (`optimizer.grad_clip_norm`).
 
 Not the same as the paper: timm draws the training crop's interpolation, and that of RandAugment's rotate, shear and
-translate, at random (bilinear or bicubic); this pipeline uses bilinear for both; `bce_target_threshold` is left unset, as in mmpretrain's A2 config.
+translate, at random (bilinear or bicubic); this pipeline uses bilinear for both; `bce_target_threshold` is left
+unset, as in mmpretrain's A2 config.
 Published: 79.8 % top-1 (the paper), 79.83 % for timm's released `resnet50.a2_in1k` weights. Measured results here:
 none yet (ImageNet is not available on the development machine). Batch 2048 is 256 images per device on 8
 accelerators; on fewer, `--config.grad_accum_steps=k` runs it k micro-batches at a time.
