@@ -18,6 +18,11 @@ from tests.runs import assert_trees_close, final_params, tiny_config, train_reco
 KEYS = [jax.random.key(i) for i in range(400)]
 
 
+def _mixer(settings, label_smoothing=0.0):
+  """mixing.mix for one settings, compiled once (draws for many keys in a test)."""
+  return jax.jit(functools.partial(mixing.mix, num_classes=10, settings=settings, label_smoothing=label_smoothing))
+
+
 def _slice(batch=8, size=16, classes=10):
   rng = np.random.default_rng(0)
   images = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
@@ -37,10 +42,10 @@ def test_off_is_the_identity_with_smoothed_one_hot_targets():
 
 def test_mixup_blends_each_example_with_its_mirror_and_the_targets_alike():
   images, labels = _slice()
-  settings = mixing.Mixing(mixup_alpha=0.2)
+  mix = _mixer(mixing.Mixing(mixup_alpha=0.2), 0.1)
   lams = []
   for key in KEYS[:50]:
-    out, targets, dominant, lam = mixing.mix(key, images, labels, 10, settings, 0.1)
+    out, targets, dominant, lam = mix(key, images, labels)
     lam = float(lam)
     lams.append(lam)
     np.testing.assert_allclose(out, lam * images + (1 - lam) * images[::-1], rtol=1e-5, atol=1e-6)
@@ -55,16 +60,18 @@ def test_mixup_blends_each_example_with_its_mirror_and_the_targets_alike():
 
 def test_cutmix_pastes_one_box_from_the_mirror_and_lambda_is_its_area():
   images, labels = _slice(size=32)
-  settings = mixing.Mixing(cutmix_alpha=1.0)
+  mix = _mixer(mixing.Mixing(cutmix_alpha=1.0))
+  images, labels_np = np.asarray(images), np.asarray(labels)
   for key in KEYS[:50]:
-    out, targets, dominant, lam = mixing.mix(key, images, labels, 10, settings)
+    out, targets, dominant, lam = (np.asarray(x) for x in mix(key, images, labels))
     pasted = np.asarray((out != images).any(axis=(0, 3)))  # [H, W]: pixels that came from the mirror
     rows, cols = np.nonzero(pasted)
     if len(rows):  # a rectangle
       assert pasted[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
       np.testing.assert_array_equal(out[:, pasted], images[::-1][:, pasted])
     assert float(lam) == pytest.approx(1 - pasted.sum() / 32 ** 2, abs=1e-6)
-    np.testing.assert_allclose(targets, lam * np.eye(10)[labels] + (1 - lam) * np.eye(10)[labels[::-1]], atol=1e-6)
+    np.testing.assert_allclose(targets, lam * np.eye(10)[labels_np] + (1 - lam) * np.eye(10)[labels_np[::-1]],
+                               atol=1e-6)
 
 
 def test_cutmix_box_is_timms():
@@ -78,10 +85,10 @@ def test_cutmix_box_is_timms():
 
 def test_switch_and_probability_draw_as_set():
   images, labels = _slice()
-  both = mixing.Mixing(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.5, switch_prob=0.25)
+  mix = _mixer(mixing.Mixing(mixup_alpha=0.2, cutmix_alpha=1.0, prob=0.5, switch_prob=0.25))
   kinds = []
   for key in KEYS:
-    out, _, _, lam = mixing.mix(key, images, labels, 10, both)
+    out, _, _, lam = mix(key, images, labels)
     changed = np.asarray(out != images).any(axis=(0, 3))
     if float(lam) == 1.0:
       kinds.append("none")
@@ -218,6 +225,8 @@ def test_accumulation_averages_the_micro_batch_gradients_and_updates_batchnorm_o
 
 
 # --- A run with all of it ------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.ci  # Run by CI's second pytest line (.ci/run), with the other interrupted-run tests.
 def test_mixed_bce_accumulated_run_trains_and_resumes_bitwise(tmp_path, shapes_data_dir, xla_cache_dir, monkeypatch):
   """mixup + CutMix, BCE with a target threshold, 2 micro-batches: a run preempted at step 3 then rerun ends bitwise
   equal to one that was not (the mixing draws are functions of the step), with the same logged losses."""
