@@ -202,20 +202,16 @@ def eval_transform(data_config, builder=None):
   (`preprocess.eval_fn` of its family, evaluation size, channels, crop, transform and interpolation), and the
   (mean, std) that normalise them: the one transform behind evaluation, predictions and the corrupt-record check."""
   builder = builder or builder_for(data_config)
-  return _eval_image_fn(data_config, builder), normalization_stats(data_config, builder)
-
-
-def _eval_image_fn(data_config, builder):
-  return preprocess.eval_fn(family(data_config, builder), image_size=eval_image_size(data_config, builder),
-                            channels=channels(data_config, builder), crop_fraction=data_config.crop_fraction,
-                            transform=data_config.eval_transform, interpolation=data_config.eval_interpolation)
+  prepare = preprocess.eval_fn(family(data_config, builder), image_size=eval_image_size(data_config, builder),
+                               channels=channels(data_config, builder), crop_fraction=data_config.crop_fraction,
+                               transform=data_config.eval_transform, interpolation=data_config.eval_interpolation)
+  return prepare, normalization_stats(data_config, builder)
 
 
 def info(data_config) -> DatasetInfo:
   """Number of classes, split sizes and the preprocessed image shape of a config's dataset."""
   builder = builder_for(data_config)
   size = image_size(data_config, builder)
-  _eval_image_fn(data_config, builder)  # A bad evaluation setting fails here, before any training.
   return DatasetInfo(
       num_classes=data_config.num_classes or builder.info.features["label"].num_classes,
       num_train=tfrecords.split_info(builder, train_split(data_config)).num_examples,

@@ -114,7 +114,7 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
     steps = n // g
     positions = tf.data.Dataset.range(skip, 2 * steps * b)
 
-    distinct = -(-g // repeats)  # Images per global batch: slot s holds image s % distinct.
+    distinct = _distinct(g, repeats)  # Images per global batch: slot s holds image s % distinct.
 
     def record(k):
       if repeats == 1:
@@ -133,7 +133,7 @@ def epoch_records(builder, split, *, seed: int, epoch, process_index: int = 0, p
   if repeats == 1:
     return records.repeat(2).enumerate().skip(skip).map(lambda k, r: (k, offset + k, r))
   # Each group of ceil(local_batch / repeats) records, `repeats` times over (cut to one batch): copies apart.
-  groups = records.repeat(2).enumerate().skip(skip).batch(-(-local_batch // repeats))
+  groups = records.repeat(2).enumerate().skip(skip).batch(_distinct(local_batch, repeats))
 
   def copies(ks, rs):
     count = tf.shape(ks, tf.int64)[0]
@@ -278,7 +278,12 @@ def _positions_per_batch(data_config, local_batch: int) -> int:
   """How far a batch moves the stream's position when no record is corrupt: its examples, or, with repeated
   augmentation on a streamed dataset, its distinct records (see `epoch_records`)."""
   repeats = data_config.repeated_augmentation
-  return local_batch if data_config.cache or repeats == 1 else -(-local_batch // repeats)
+  return local_batch if data_config.cache or repeats == 1 else _distinct(local_batch, repeats)
+
+
+def _distinct(batch: int, repeats: int) -> int:
+  """Distinct images in a batch of `batch` under repeated augmentation: ceil(batch / repeats)."""
+  return -(-batch // repeats)
 
 
 def _count_skipped(batches, first_position: int, name: str):
