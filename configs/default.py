@@ -105,6 +105,7 @@ def get_config():
   config.keep_checkpoint_every_steps = placeholder(int)  # Also keep every M.
 
   config.init_from = placeholder(str)  # Checkpoint/weights to fine-tune from.
+  config.reinit_head = False  # A fresh head even where the loaded one fits (new classes, as many as before).
   config.freeze_backbone = False  # Train only the head (linear probe) when fine-tuning.
 
   config.compilation_cache_dir = "~/.cache/resnet_jax/xla"  # Persistent XLA cache; '' disables it.

@@ -20,6 +20,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default:
 _SPLIT = flags.DEFINE_string("split", "train", "The split to export.")
 _OUT = flags.DEFINE_string("out", None, "The folder to write, OUT/<class>/<image> (required).")
 _PER_CLASS = flags.DEFINE_integer("per_class", 30, "Images per class (fewer where a class has fewer).")
+_CLASSES = flags.DEFINE_list("classes", None, "Export only these classes, e.g. circle,square (default: all).")
 
 
 def main(argv):
@@ -31,7 +32,7 @@ def main(argv):
   from resnet_jax.data import datasets  # TensorFlow: after the process set-up.
 
   print(datasets.export_images(_DATASET.value, builder_config=_BUILDER_CONFIG.value, data_dir=_DATA_DIR.value,
-                               split=_SPLIT.value, out=_OUT.value, per_class=_PER_CLASS.value))
+                               split=_SPLIT.value, out=_OUT.value, per_class=_PER_CLASS.value, classes=_CLASSES.value))
 
 
 if __name__ == "__main__":

@@ -196,6 +196,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       continue
     if value is not None and value != int(value):
       raise ValueError(f"config.{key}={value!r} must be a whole number")
+  if config.get("reinit_head") and not config.get("init_from"):
+    raise ValueError("config.reinit_head=True replaces the head of loaded weights, and config.init_from is not set: "
+                     "add --config.init_from=RUN_OR_WEIGHTS_DIR, or drop the flag to train from scratch")
   _validate_recipe(config)
 
 

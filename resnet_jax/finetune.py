@@ -120,6 +120,7 @@ def merge_for_finetune(init_variables: Mapping[str, Any],
                        loaded_variables: Mapping[str, Any],
                        *,
                        reinit_head_if_mismatch: bool = True,
+                       reinit_head: bool = False,
                        head: str = "head") -> dict[str, Any]:
   """The model's freshly initialised variables with every loaded value put in, for fine-tuning.
 
@@ -131,6 +132,7 @@ def merge_for_finetune(init_variables: Mapping[str, Any],
     init_variables: {'params', 'batch_stats'} of the model to fine-tune (from model.init).
     loaded_variables: the output of `load_params`.
     reinit_head_if_mismatch: keep the initialised head where the loaded one does not fit; if False, raise.
+    reinit_head: keep the initialised head even where the loaded one fits (new classes, as many as before).
     head: name of the classifier submodule.
 
   Returns:
@@ -171,7 +173,10 @@ def merge_for_finetune(init_variables: Mapping[str, Any],
     if init_shape != loaded_shape:
       mismatch = (path, loaded_shape, init_shape)
       break
-  if mismatch is None:
+  if reinit_head:
+    logging.info("Re-initialising '%s' (reinit_head).", head)
+    merged.update(init_head)
+  elif mismatch is None:
     merged.update({p: _like(loaded_head[p], v) for p, v in init_head.items()})
   elif reinit_head_if_mismatch:
     path, loaded_shape, init_shape = mismatch

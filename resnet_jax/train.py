@@ -298,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   variables = jax.jit(functools.partial(init_variables, parts.eval_model, image_shape=parts.info.image_shape))(
       init_rng)
   if config.init_from:
-    variables = finetune.merge_for_finetune(variables, finetune.load_params(config.init_from))
+    variables = finetune.merge_for_finetune(variables, finetune.load_params(config.init_from),
+                                            reinit_head=config.reinit_head)
   state = jax.jit(parts.make_state, out_shardings=replicated)(variables)
 
   # -- Claim the workdir, load the checkpoint ---------------------------------------------------------------------

@@ -291,6 +291,20 @@ def test_export_writes_class_folders_that_read_back_as_the_same_images(tmp_path,
   assert not os.path.exists(tmp_path / "other")
 
 
+def test_export_of_some_classes(tmp_path, shapes_data_dir):
+  out = tmp_path / "some"
+  summary = datasets.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="test",
+                                   out=str(out), per_class=2, classes=["star", "circle"])
+  assert summary.endswith("circle 2, star 2.")
+  assert sorted(os.listdir(out)) == ["circle", "star"]
+  for bad, message in ((["circle", "oval"], "no class 'oval' in this dataset; its classes are circle, "),
+                       (["star", "star"], "classes repeats a class")):
+    with pytest.raises(ValueError, match=message):
+      datasets.export_images("shapes", builder_config="small", data_dir=shapes_data_dir, split="test",
+                             out=str(tmp_path / "bad"), per_class=2, classes=bad)
+    assert not os.path.exists(tmp_path / "bad")
+
+
 def test_the_one_held_out_split_is_found_whatever_its_name(tmp_path, caplog):
   """train/ and val/: a config that asks for 'test' (or 'validation') evaluates on 'val' and says so; with two
   held-out splits and neither asked for, the error names them."""

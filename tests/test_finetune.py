@@ -56,6 +56,9 @@ def test_merge_for_finetune():
   loaded = _variables(_host_state(seed=1, num_classes=10))
   same = _variables(_host_state(seed=2, num_classes=10))
   _assert_equal_trees(finetune.merge_for_finetune(same, loaded), loaded)
+  fresh_head = finetune.merge_for_finetune(same, loaded, reinit_head=True)  # New classes, as many as before.
+  _assert_equal_trees(fresh_head["params"]["head"], same["params"]["head"])
+  _assert_equal_trees(fresh_head["params"]["stem"], loaded["params"]["stem"])
 
   init = _variables(_host_state(seed=2, num_classes=5))  # Another class count: fresh head, loaded backbone.
   merged = finetune.merge_for_finetune(init, loaded)

@@ -76,6 +76,7 @@ CASES = [
     ("train", ["--config.grad_accum_steps=3"], "must divide config.batch_size=128"),
     ("train", ["--config.bce_target_threshold=0.2"], "applies to config.loss='sigmoid_xent' only"),
     ("train", ["--config.loss=hinge"], "config.loss='hinge' is not a loss"),
+    ("train", ["--config.reinit_head=true"], "config.reinit_head=True replaces the head of loaded weights"),
     ("train", ["--config.data.eval_transform=resize"], "Unknown evaluation transform 'resize'"),
     ("train", ["--config.data.eval_interpolation=bicubic"], "needs config.data.eval_transform='resize_crop'"),
     ("train", ["--config.data.random_erasing=2"], "config.data.random_erasing=2"),

@@ -258,12 +258,15 @@ def _measured_stats(name, builder_config, data_dir, split, size, channels):
 # ----------------------------------------------------------------------------------------------------------------
 # A split written out as class folders
 # ----------------------------------------------------------------------------------------------------------------
-def export_images(name: str, *, builder_config=None, data_dir=None, split: str, out: str, per_class: int) -> str:
-  """Writes up to `per_class` images of each class of a dataset's `split` to `out/<class>/` (see
+def export_images(name: str, *, builder_config=None, data_dir=None, split: str, out: str, per_class: int,
+                  classes=None) -> str:
+  """Writes up to `per_class` images of each class (of `classes` only, where given) of a dataset's `split` to
+  `out/<class>/` (see
   `folder.export_images`), preparing `shapes` first where needed; returns what was written, for the console.
 
   Raises:
-    ValueError: a bad `out` or `per_class` (checked before anything is prepared), an unknown dataset or split.
+    ValueError: a bad `out` or `per_class` (checked before anything is prepared), an unknown dataset, split or
+      class.
   """
   folder.check_export_target(out, per_class)
   if prepared_on_first_use(name):
@@ -271,6 +274,6 @@ def export_images(name: str, *, builder_config=None, data_dir=None, split: str, 
   else:
     builder = get_builder(name, builder_config, data_dir)
   tfrecords.split_info(builder, split)
-  counts = folder.export_images(builder, split, out, per_class)
+  counts = folder.export_images(builder, split, out, per_class, classes)
   classes = ", ".join(f"{c} {n}" for c, n in counts.items())
   return f"Wrote {sum(counts.values())} images of the {split!r} split of {name} to {out}: {classes}."

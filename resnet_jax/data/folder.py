@@ -23,6 +23,7 @@ prepared is refused with the command that prepares it again, rather than serving
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import hashlib
 import os
@@ -413,20 +414,41 @@ def check_export_target(out: str, per_class: int) -> None:
     raise ValueError(f"{out} exists and is not an empty folder; choose another output folder.")
 
 
-def export_images(builder, split: str, out: str, per_class: int) -> dict[str, int]:
-  """Writes the first `per_class` images of each class of a prepared dataset's `split`, in stored order, as
-  `out/<class>/<split>_<index>.<ext>` (the stored bytes). The folder appears complete or not at all.
+def check_export_classes(classes: Sequence[str] | None, names: Sequence[str]) -> list[str]:
+  """The classes to export, in the dataset's label order: all of `names` where `classes` is None or empty.
+
+  Raises:
+    ValueError: `classes` repeats a class or names one that is not in `names`.
+  """
+  if not classes:
+    return list(names)
+  unknown = [c for c in classes if c not in names]
+  if unknown:
+    raise ValueError(f"no class {', '.join(map(repr, unknown))} in this dataset; its classes are "
+                     f"{', '.join(names)}.")
+  if len(set(classes)) != len(classes):
+    raise ValueError(f"classes repeats a class: {', '.join(classes)}.")
+  return [n for n in names if n in classes]
+
+
+def export_images(builder, split: str, out: str, per_class: int,
+                  classes: Sequence[str] | None = None) -> dict[str, int]:
+  """Writes the first `per_class` images of each class (of `classes` only, where given) of a prepared dataset's
+  `split`, in stored order, as `out/<class>/<split>_<index>.<ext>` (the stored bytes). The folder appears complete
+  or not at all.
 
   Returns:
     {class name: images written}.
 
   Raises:
-    ValueError: `out` exists and is not empty, `per_class` < 1, or the split is unknown.
+    ValueError: `out` exists and is not empty, `per_class` < 1, the split is unknown, or `classes` names a class
+      the dataset does not have.
   """
   check_export_target(out, per_class)
   names = builder.info.features["label"].names
+  wanted = check_export_classes(classes, names)
   digits = len(str(tfrecords.split_info(builder, split).num_examples))
-  counts = {name: 0 for name in names}
+  counts = {name: 0 for name in wanted}
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
   tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.{uuid.uuid4().hex[:8]}.tmp")
@@ -434,6 +456,8 @@ def export_images(builder, split: str, out: str, per_class: int) -> dict[str, in
   try:
     for index, (data, label) in examples.as_numpy_iterator():
       name = names[int(label)]
+      if name not in wanted:
+        continue
       if counts[name] < per_class:
         folder = os.path.join(tmp, name.replace(os.sep, "_"))
         os.makedirs(folder, exist_ok=True)
