@@ -335,27 +335,36 @@ def test_init_from_incompatible_weights_names_the_first_mismatch(tmp_path, shape
   assert message.format(loaded=loaded.get(first), model=model.get(first)) in str(error.value)
 
 
+# reinit_head: seed 1, so that the fresh head is not the reference run's initial one (seed 0) trained a little.
+@pytest.mark.parametrize("num_classes, reinit_head, seed", [(12, False, 0), (10, True, 1)],
+                         ids=["12_classes", "reinit_head"])
 def test_init_from_other_classes_with_frozen_backbone_trains_only_a_new_head(tmp_path, shapes_data_dir,
-                                                                              xla_cache_dir, reference):
-  """Fine-tuning the reference run with 12 classes as a linear probe: a new head, the backbone untouched."""
+                                                                              xla_cache_dir, reference, num_classes,
+                                                                              reinit_head, seed):
+  """Fine-tuning the reference run as a linear probe, with 12 classes or with 10 new ones (`reinit_head`): a new
+  head, the backbone untouched."""
   workdir = str(tmp_path / "probe")
   config = runs.tiny_config(shapes_data_dir, xla_cache_dir, init_from=reference, freeze_backbone=True,
-                            num_steps=4, checkpoint_every_steps=4, **{"data.num_classes": 12})
+                            reinit_head=reinit_head, seed=seed, num_steps=4, checkpoint_every_steps=4,
+                            **{"data.num_classes": num_classes})
   train.train_and_evaluate(config, workdir)
   before, after = runs.final_params(reference), runs.final_params(workdir)
   runs.assert_trees_close(runs.without_head(after["params"]), runs.without_head(before["params"]), **EXACT)
   runs.assert_trees_close(after["batch_stats"], before["batch_stats"], **EXACT)
 
-  # The head was re-initialised for 12 classes (the engine's own initialisation), then trained.
+  # The head was re-initialised (the engine's own initialisation), then trained.
   from resnet_jax import data
   parts = train.build(config, data.info(config.data))
   init_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed))
   init = jax.jit(functools.partial(train.init_variables, parts.eval_model, image_shape=parts.info.image_shape))
   initial = init(init_rng)["params"]["head"]
   kernel, start = after["params"]["head"]["dense"]["kernel"], np.asarray(initial["dense"]["kernel"])
-  assert before["params"]["head"]["dense"]["kernel"].shape[-1] == 10
-  assert kernel.shape == start.shape and kernel.shape[-1] == 12
-  # Trained, but close to where it started: a head drawn from any other initialisation would be about
-  # sqrt(2) x |start| away, a head left untrained 0 away.
+  loaded = before["params"]["head"]["dense"]["kernel"]
+  assert loaded.shape[-1] == 10
+  assert kernel.shape == start.shape and kernel.shape[-1] == num_classes
+  # Trained, but close to where it started: a head drawn from any other initialisation (the loaded one included)
+  # would be about sqrt(2) x |start| away, a head left untrained 0 away.
   distance = np.linalg.norm(kernel - start) / np.linalg.norm(start)
   assert 0 < distance < 0.5, distance
+  if loaded.shape == kernel.shape:
+    assert np.linalg.norm(kernel - loaded) / np.linalg.norm(start) > 0.5
