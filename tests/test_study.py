@@ -120,22 +120,38 @@ def test_the_depth_study_command_runs_end_to_end_on_a_tiny_budget(tmp_path, shap
   assert "[lesion] seed=0,name=cifar_resnet56,shortcut=A" in result.stdout
 
 
-STUDY_FILES = os.path.join(REPO, "benchmarks", "ablations", "depth_study")
+ABLATION_FILES = os.path.join(REPO, "benchmarks", "ablations")
 
 
-def test_the_committed_depth_study_tables_come_from_the_committed_run_records(tmp_path):
-  """benchmarks/ablations/depth_study/runs holds every finished run's records (no checkpoints); the sweep's report
-  written from them must be the committed results.csv and summary.csv, figure for figure."""
-  workdir = tmp_path / "depth_study"
-  shutil.copytree(os.path.join(STUDY_FILES, "runs"), workdir)
-  ablation = sweep.load_ablation("depth_study")
-  axes = grid.parse_grid(ablation.grid)
-  plan = sweep.plan(os.path.join(REPO, ablation.config), axes, str(workdir), list(ablation.flags))
-  assert any(sweep.run_status(run.workdir) == sweep.DONE for run in plan)
+# resnet_tweaks keeps the sweep's summary as sweep_summary.csv: its summary.md is benchmarks' own table.
+@pytest.mark.parametrize("name, summary", [("depth_study", "summary.csv"), ("resnet_tweaks", "sweep_summary.csv"),
+                                           ("bag_of_tricks", "summary.csv")])
+def test_the_committed_study_tables_come_from_the_committed_run_records(tmp_path, name, summary):
+  """benchmarks/ablations/NAME/runs holds every finished run's records (no checkpoints); the sweep's report written
+  from them must be the committed results.csv and summary.csv, figure for figure."""
+  workdir = tmp_path / name
+  shutil.copytree(os.path.join(ABLATION_FILES, name, "runs"), workdir)
+  manifest = os.path.join(ABLATION_FILES, name, sweep.MANIFEST)
+  if os.path.exists(manifest):  # The trainers' own run times, where the sweep recorded them.
+    shutil.copy(manifest, workdir / sweep.MANIFEST)
+  ablation = sweep.load_ablation(name)
+  axes, step_flags = sweep.sweep_axes(ablation.grid, ablation.steps)
+  plan = sweep.plan(os.path.join(REPO, ablation.config), axes, str(workdir), list(ablation.flags),
+                    step_flags=step_flags)
+  assert all(sweep.run_status(run.workdir) == sweep.DONE for run in plan)  # The whole study is committed.
   sweep.write_report(str(workdir), plan, axes)
-  for name in ("results.csv", "summary.csv"):
-    with open(workdir / name) as ours, open(os.path.join(STUDY_FILES, name)) as committed:
-      assert list(csv.DictReader(ours)) == list(csv.DictReader(committed)), name
+  for file, committed_file in (("results.csv", "results.csv"), ("summary.csv", summary)):
+    with open(workdir / file) as ours, open(os.path.join(ABLATION_FILES, name, committed_file)) as committed:
+      assert list(csv.DictReader(ours)) == list(csv.DictReader(committed)), file
+
+
+def test_the_committed_bag_of_tricks_table_comes_from_the_committed_run_records():
+  folder = os.path.join(ABLATION_FILES, "bag_of_tricks")
+  result = subprocess.run([sys.executable, os.path.join(folder, "summary.py")], capture_output=True, text=True,
+                          check=True)
+  with open(os.path.join(folder, "table.md")) as f:
+    assert result.stdout == f.read()
+  assert "| 4 | + zero-gamma | 3 |" in result.stdout and "not run" not in result.stdout
 
 
 def test_report_only_writes_the_report_of_what_is_there_and_trains_nothing(tmp_path):
