@@ -23,13 +23,13 @@ prepared is refused with the command that prepares it again, rather than serving
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 import dataclasses
 import hashlib
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
