@@ -9,7 +9,6 @@ augmentation, batch statistics and, on the mixup row, mixed images scored agains
 the mean cross-entropy on the test images at the last step (rising while training error falls is overfitting).
 """
 import csv
-import json
 import os
 import re
 import statistics
@@ -17,19 +16,15 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 from configs.ablations import bag_of_tricks  # noqa: E402  (the row labels, in order)
+from resnet_jax import sweep  # noqa: E402
 
 
 def records(workdir, run):
-  # A sweep's workdir holds the runs beside results.csv; this record folder holds them under runs/.
-  path = os.path.join(workdir, "runs", run, "metrics.jsonl")
-  if not os.path.exists(path):
-    path = os.path.join(workdir, run, "metrics.jsonl")
-  latest = {}
-  with open(path) as f:
-    for line in f:
-      r = json.loads(line)
-      latest[(r["split"], r["step"])] = r  # The latest record of each (split, step), as the sweep reads them.
-  return latest
+  """{(split, step): record} of a run; a sweep's workdir holds the runs beside results.csv, this folder under runs/."""
+  folder = os.path.join(workdir, "runs", run)
+  if not os.path.isdir(folder):
+    folder = os.path.join(workdir, run)
+  return {(r["split"], r["step"]): r for r in sweep.read_metrics(folder)}
 
 
 def stats(values, digits=1):
