@@ -261,8 +261,8 @@ def _measured_stats(name, builder_config, data_dir, split, size, channels):
 def export_images(name: str, *, builder_config=None, data_dir=None, split: str, out: str, per_class: int,
                   classes=None) -> str:
   """Writes up to `per_class` images of each class (of `classes` only, where given) of a dataset's `split` to
-  `out/<class>/` (see
-  `folder.export_images`), preparing `shapes` first where needed; returns what was written, for the console.
+  `out/<class>/` (see `folder.export_images`), preparing `shapes` first where needed; returns what was written, for
+  the console.
 
   Raises:
     ValueError: a bad `out` or `per_class` (checked before anything is prepared), an unknown dataset, split or

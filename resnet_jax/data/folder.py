@@ -442,7 +442,7 @@ def export_images(builder, split: str, out: str, per_class: int,
 
   Raises:
     ValueError: `out` exists and is not empty, `per_class` < 1, the split is unknown, or `classes` names a class
-      the dataset does not have.
+      the dataset does not have (or one twice).
   """
   check_export_target(out, per_class)
   names = builder.info.features["label"].names
