@@ -167,7 +167,8 @@ def test_depth16_is_deterministic_and_cues_only_its_fraction():
 # `test_draws_the_same_bytes_at_every_simd_level`): adding or changing a configuration must not change the images of
 # the others (results recorded on them must reproduce).
 DIGESTS = {"default": "ded275a48c442f38", "small": "ded275a48c442f38", "hard": "f5e587c75ee8184c",
-           "large": "a308c549222436e6", "px16": "22e83e0fa05d765c", "depth16": "4fce487652c7da46"}
+           "large": "a308c549222436e6", "px16": "22e83e0fa05d765c", "depth16": "4fce487652c7da46",
+           "distract16": "ea3a4388b865f30f"}
 
 
 def _digest(images, labels):
@@ -240,3 +241,44 @@ def test_trigonometry_is_correctly_rounded_float32():
                              np.arctan2(corners, [0.0, 0.0, 0.0, -1.0, -1.0, -1.0]), atol=2.4e-7)
   noise = shapes._noise(rng, (1_000_000,), 0.04)
   assert noise.dtype == np.float32 and abs(noise.mean()) < 1e-4 and abs(noise.std() - 0.04) < 1e-4
+
+
+# --- Distractors and stretch ---------------------------------------------------------------------------------------
+def _with(**changes):
+  return shapes.ShapesConfig(name="knobs", image_size=16, num_train=2000, num_test=2000, **changes)
+
+
+def test_distractors_and_stretch_keep_the_labels_and_change_the_images():
+  plain_images, plain_labels = shapes.generate(_with(), "train", 0, 1000)
+  for changes in ({"num_distractors": 2}, {"stretch": 1.5}, {"num_distractors": 1, "stretch": 1.3}):
+    images, labels = shapes.generate(_with(**changes), "train", 0, 1000)
+    again, _ = shapes.generate(_with(**changes), "train", 0, 1000)
+    np.testing.assert_array_equal(images, again)
+    np.testing.assert_array_equal(labels, plain_labels)  # Labels are drawn first: the knobs leave them alone.
+    assert np.bincount(labels, minlength=10).tolist() == [100] * 10
+    assert np.mean(np.any(images != plain_images, axis=(1, 2, 3))) > 0.9, changes
+
+
+def test_distractors_lie_under_the_labelled_shape_and_are_smaller():
+  # Every labelled shape in its class's colour, no clutter or noise: its pixels are exactly that colour.
+  clean = dict(class_colour_fraction=1.0, num_lines=0, num_dots=0, noise_std=0.0, gradient=0.0)
+  without, labels = shapes.generate(_with(**clean), "test", 0, 500)
+  images, _ = shapes.generate(_with(num_distractors=1, **clean), "test", 0, 500)
+  own = np.all(np.abs(without.astype(int) - np.round(shapes.CLASS_COLOURS[labels] * 255)[:, None, None]) <= 1, -1)
+  changed = np.any(images != without, axis=-1)
+  # The shape is drawn last, so distractors change nothing inside it (its anti-aliased rim aside) ...
+  assert np.mean(changed[own]) < 0.01
+  # ... and shows beside it in nearly every image, over fewer pixels than the shape's (measured: 99.6 % of the
+  # images; median 0.76 of the shape's area, with the distractor's anti-aliased rim counted and the shape's not).
+  assert np.mean(changed.any(axis=(1, 2))) > 0.95
+  assert np.median(changed.sum(axis=(1, 2)) / own.sum(axis=(1, 2))) < 0.9
+
+
+def test_stretch_is_log_uniform_and_exact_in_basic_operations():
+  t = np.linspace(-1, 1, 2001, dtype=np.float32)
+  np.testing.assert_allclose(shapes._power(np.float32(1.5), t), 1.5 ** t.astype(np.float64), rtol=2e-7)
+  rng = np.random.default_rng(0)
+  aspect = shapes._aspect(rng, 1.5, 100_000)
+  assert aspect.min() >= 1 / 1.5 - 1e-6 and aspect.max() <= 1.5 + 1e-6
+  assert abs(np.mean(aspect > 1) - 0.5) < 0.01 and abs(np.mean(aspect > 1.5 ** 0.5) - 0.25) < 0.01
+  assert shapes._aspect(rng, 1.0, 10) is None

@@ -71,6 +71,12 @@ class ShapesConfig(tfds.core.BuilderConfig):
       colour (`CLASS_COLOURS`) instead of a random one: a weak colour cue to the label, which gives a network a
       first learning signal before it has learnt any shape. 0 (the default) draws nothing extra, so configs
       without it keep their images.
+    num_distractors: shapes of other classes (each image's own, drawn at random) painted under the labelled one,
+      smaller than it: the label is the class of the largest shape, the one on top, so recognising which shapes are
+      present is not enough. 0 (the default) draws nothing extra.
+    distractor_scale: distractor radius as fractions of the labelled shape's radius (min, max).
+    stretch: largest aspect ratio of a shape: each shape (labelled and distractor) is stretched along its own axis
+      by a factor drawn log-uniformly in [1/stretch, stretch]. 1 (the default) draws nothing extra.
   """
   image_size: int = 32
   num_train: int = 50_000
@@ -84,6 +90,9 @@ class ShapesConfig(tfds.core.BuilderConfig):
   gradient: float = 0.3
   noise_std: float = 0.04
   class_colour_fraction: float = 0.0
+  num_distractors: int = 0
+  distractor_scale: tuple[float, float] = (0.5, 0.75)
+  stretch: float = 1.0
 
 
 BUILDER_CONFIGS = (
@@ -102,6 +111,11 @@ BUILDER_CONFIGS = (
                  description="16x16, 50k / 10k, px16's clutter and noise, larger shapes (radius 5.6-7.7 pixels), a "
                              "quarter of them in their class's colour (a weak cue: deep residual nets start learning "
                              "sooner): for depth studies on a CPU."),
+    ShapesConfig(name="distract16", image_size=16, radius_range=(0.3, 0.42), class_colour_fraction=0.25,
+                 num_distractors=2,
+                 description="16x16, 50k / 10k, depth16's drawing with smaller shapes (radius 4.8-6.7 pixels) over two "
+                             "smaller shapes of other classes (the label is the largest, on top): harder; measured "
+                             "to favour depth less than depth16 at a laptop budget (docs/ablations.md)."),
 )
 
 
@@ -188,6 +202,56 @@ def generate(config: ShapesConfig, split: str, chunk: int, count: int) -> tuple[
   if config.class_colour_fraction:
     cued = rng.random(count) < config.class_colour_fraction
     colour[cued] = CLASS_COLOURS[labels[cued]]
+  # Anything below draws random numbers only where its config asks for it, so earlier configs keep their images.
+  aspect = _aspect(rng, config.stretch, count)
+  for _ in range(config.num_distractors):
+    # Another class (any of the other nine, uniformly), smaller, anywhere in the image, under the labelled shape.
+    other = (labels + rng.integers(1, num_classes, count)) % num_classes
+    d_radius = radius * _uniform(rng, *config.distractor_scale, count)
+    d_margin = 0.8 * d_radius
+    d_cy = _uniform(rng, d_margin, size - d_margin)
+    d_cx = _uniform(rng, d_margin, size - d_margin)
+    d_angle = _uniform(rng, 0.0, 2 * np.pi, count)
+    d_colour = _contrasting_colour(rng, base, config.min_contrast)
+    d_aspect = _aspect(rng, config.stretch, count)
+    canvas = _blend(canvas, _shape_alpha(other, d_radius, d_cy, d_cx, d_angle, d_aspect, ys, xs), d_colour)
+  canvas = _blend(canvas, _shape_alpha(labels, radius, cy, cx, angle, aspect, ys, xs), colour)
+
+  for _ in range(config.num_occluders):
+    canvas = _blend(canvas, _line_alpha(rng, ys, xs, count, size), _uniform(rng, 0, 1, (count, 3)))
+  canvas = canvas + _noise(rng, canvas.shape, config.noise_std)
+  images = np.clip(np.round(canvas * 255.0), 0, 255).astype(np.uint8)
+  return images, labels.astype(np.int64)
+
+
+def _aspect(rng, stretch, count):
+  """Per-image aspect ratios, log-uniform in [1/stretch, stretch] (None, drawing nothing, for stretch 1)."""
+  if stretch == 1.0:
+    return None
+  # stretch ** t for t uniform in [-1, 1], as a square-root ladder: exp and log would round differently by CPU.
+  t = _uniform(rng, -1.0, 1.0, count)
+  return _power(np.float32(stretch), t)
+
+
+def _power(base, t):
+  """base ** t for t in [-1, 1], float32: binary digits of |t| times repeated square roots of base (basic operations
+  only, accurate to a float32 step; exponentials and logarithms would round differently on different CPUs)."""
+  t = np.asarray(t, np.float64)
+  magnitude = np.abs(t)
+  result = np.ones_like(magnitude)
+  root = np.float64(base)
+  for _ in range(30):  # |t| to 2**-30; the remaining factor is below base ** 2**-30, far under a float32 step.
+    magnitude = magnitude * 2.0
+    bit = magnitude >= 1.0
+    magnitude = np.where(bit, magnitude - 1.0, magnitude)
+    root = np.sqrt(root)
+    result = np.where(bit, result * root, result)
+  return np.where(t < 0, 1.0 / result, result).astype(np.float32)
+
+
+def _shape_alpha(labels, radius, cy, cx, angle, aspect, ys, xs):
+  """Coverage [count, size, size] of each image's shape: class `labels`, centred at (cy, cx), rotated by `angle`,
+  stretched by `aspect` along its own first axis (None: not stretched), with one pixel of anti-aliasing."""
   # Local coordinates in units of the radius, rotated by the shape's angle: [count, size, size].
   sin, cos = _sin_cos(angle)
   sin, cos = sin[:, None, None], cos[:, None, None]
@@ -195,20 +259,21 @@ def generate(config: ShapesConfig, split: str, chunk: int, count: int) -> tuple[
   dx = (xs - cx[:, None, None]) / radius[:, None, None]
   u = cos * dx + sin * dy
   v = -sin * dx + cos * dy
+  scale = radius[:, None, None]
+  if aspect is not None:
+    # Stretched by a along u and 1/a along v (area kept); distances shrink by at most the larger factor, which
+    # keeps the anti-aliasing band about a pixel wide.
+    a = aspect[:, None, None]
+    u = u / a
+    v = v * a
+    scale = scale * np.minimum(a, 1.0 / a)
   sdf = np.empty_like(u)
   for label, shape_sdf in enumerate(_SDFS):
     members = labels == label
     if members.any():
       sdf[members] = shape_sdf(u[members], v[members])
-  # One pixel of anti-aliasing: the signed distance is in radius units, so scale it back to pixels.
-  alpha = np.clip(0.5 - sdf * radius[:, None, None], 0.0, 1.0)
-  canvas = _blend(canvas, alpha, colour)
-
-  for _ in range(config.num_occluders):
-    canvas = _blend(canvas, _line_alpha(rng, ys, xs, count, size), _uniform(rng, 0, 1, (count, 3)))
-  canvas = canvas + _noise(rng, canvas.shape, config.noise_std)
-  images = np.clip(np.round(canvas * 255.0), 0, 255).astype(np.uint8)
-  return images, labels.astype(np.int64)
+  # The signed distance is in radius units, so scale it back to pixels.
+  return np.clip(0.5 - sdf * scale, 0.0, 1.0)
 
 
 def _uniform(rng, low, high, shape=None):
