@@ -194,7 +194,7 @@ def test_load_run_config_reads_the_old_lesion_knob_name(tmp_path):
   (tmp_path / files.CONFIG_FILE).write_text(json.dumps(saved, default=str))
   assert config_lib.load_run_config(str(tmp_path)).model.lesion_blocks == (3, 5)
   # A committed record of such a run loads, with its value.
-  record = os.path.join(REPO, "benchmarks", "ablations", "depth_study", "runs", "seed=0,name=cifar_resnet56,shortcut=A")
+  record = os.path.join(REPO, "benchmarks", "demo")
   with open(os.path.join(record, files.CONFIG_FILE)) as f:
     assert "drop_blocks" in json.load(f)["model"]
   assert config_lib.load_run_config(record).model.lesion_blocks is None

@@ -1,6 +1,7 @@
 """Seeded studies (resnet_jax.study): statistics over seeds, the summary files and plots a sweep with a seed axis
 writes, the lesion studies an ablation asks for, and the depth study's command end to end (slow)."""
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -138,7 +139,9 @@ def test_the_committed_study_tables_come_from_the_committed_run_records(tmp_path
   axes, step_flags = sweep.sweep_axes(ablation.grid, ablation.steps)
   plan = sweep.plan(os.path.join(REPO, ablation.config), axes, str(workdir), list(ablation.flags),
                     step_flags=step_flags)
-  assert all(sweep.run_status(run.workdir) == sweep.DONE for run in plan)  # The whole study is committed.
+  # Every committed run is finished (no half-run records); a study still running commits whole runs as they end.
+  committed = [run for run in plan if os.path.exists(run.workdir)]
+  assert committed and all(sweep.run_status(run.workdir) == sweep.DONE for run in committed)
   sweep.write_report(str(workdir), plan, axes)
   for file, committed_file in (("results.csv", "results.csv"), ("summary.csv", summary)):
     with open(workdir / file) as ours, open(os.path.join(ABLATION_FILES, name, committed_file)) as committed:
@@ -167,3 +170,47 @@ def test_report_only_writes_the_report_of_what_is_there_and_trains_nothing(tmp_p
   with open(tmp_path / "summary.csv") as f:
     rows = {r["shortcut"]: r for r in csv.DictReader(f)}
   assert set(rows) == {"A"} and rows["A"]["seeds"] == "2"  # No row for a configuration with no finished run.
+
+
+def _criteria_module():
+  path = os.path.join(ABLATION_FILES, "depth_study", "criteria.py")
+  spec = importlib.util.spec_from_file_location("depth_study_criteria", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _summary_table(train_a, test_a, train_plain, range_points=2.0):
+  table = {}
+  for depth, tr, te, pl in zip((20, 32, 44, 56), train_a, test_a, train_plain):
+    half = range_points / 200
+    table[depth, "A"] = {"final_train_error_mean": tr, "final_test_error_mean": te,
+                         "final_train_error_min": tr - half, "final_train_error_max": tr + half}
+    table[depth, "none"] = {"final_train_error_mean": pl}
+  return table
+
+
+def test_the_depth_study_criteria_are_checked_as_written():
+  criteria = _criteria_module()
+  paper = _summary_table([0.10, 0.08, 0.06, 0.04], [0.12, 0.10, 0.08, 0.07], [0.2, 0.3, 0.4, 0.5])
+  assert [holds for *_, holds in criteria.check(paper, 3600)] == [True] * 5
+  # Each failure is seen on its own: one inversion, a gap inside the seed spread, a test-error reversal, a plain
+  # net that does not degrade, a study over budget.
+  inverted = _summary_table([0.10, 0.08, 0.09, 0.04], [0.12, 0.10, 0.08, 0.07], [0.2, 0.3, 0.4, 0.5])
+  assert [holds for *_, holds in criteria.check(inverted, 3600)] == [False, True, True, True, True]
+  noisy = _summary_table([0.10, 0.08, 0.06, 0.04], [0.12, 0.10, 0.08, 0.07], [0.2, 0.3, 0.4, 0.5], 7.0)
+  assert [holds for *_, holds in criteria.check(noisy, 3600)][1] is False
+  memorised = _summary_table([0.10, 0.08, 0.06, 0.04], [0.12, 0.10, 0.11, 0.07], [0.2, 0.3, 0.4, 0.5])
+  assert [holds for *_, holds in criteria.check(memorised, 3600)][2] is False
+  plain = _summary_table([0.10, 0.08, 0.06, 0.04], [0.12, 0.10, 0.08, 0.07], [0.2, 0.3, 0.3, 0.5])
+  assert [holds for *_, holds in criteria.check(plain, 3600)][3] is False
+  assert [holds for *_, holds in criteria.check(paper, 3 * 3600)][4] is False
+  assert criteria.check(paper)[4][2] is None
+
+
+def test_the_committed_criteria_check_comes_from_the_committed_summary():
+  folder = os.path.join(ABLATION_FILES, "depth_study")
+  result = subprocess.run([sys.executable, "-m", "benchmarks.ablations.depth_study.criteria"], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+  with open(os.path.join(folder, "criteria_check.md")) as f:
+    assert result.stdout == f.read()
