@@ -1,6 +1,6 @@
 """Fig. 6 of He et al. 2015 on a laptop: plain and residual (shortcut A) nets at depths 20, 32, 44 and 56, three
-seeds each, on `shapes/depth16` (the built-in dataset's configuration for depth studies: 16x16, a short
-start-up plateau). 3 epochs of cosine decay (1170 steps of 128, the demo's recipe otherwise), evaluated every half epoch,
+seeds each, on `shapes/depth16` (the built-in dataset's configuration for depth studies: 16x16, a short start-up
+plateau). 3 epochs of cosine decay (1170 steps of 128, the demo's recipe otherwise), evaluated every half epoch,
 training logged every 10 steps (the resolution at which the escape from chance is read).
 
 Seeds are the outer axis, so an interrupted study already holds whole seeds. Its criteria, seeds and the pilots that
