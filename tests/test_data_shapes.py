@@ -282,3 +282,11 @@ def test_stretch_is_log_uniform_and_exact_in_basic_operations():
   assert aspect.min() >= 1 / 1.5 - 1e-6 and aspect.max() <= 1.5 + 1e-6
   assert abs(np.mean(aspect > 1) - 0.5) < 0.01 and abs(np.mean(aspect > 1.5 ** 0.5) - 0.25) < 0.01
   assert shapes._aspect(rng, 1.0, 10) is None
+
+
+@pytest.mark.parametrize("changes, match", [({"num_distractors": 1, "distractor_scale": (0.5, 1.2)}, "smaller than"),
+                                            ({"num_distractors": 1, "distractor_scale": (0.0, 0.5)}, "smaller than"),
+                                            ({"stretch": 0.5}, "at least 1")])
+def test_impossible_distractors_and_stretch_are_refused(changes, match):
+  with pytest.raises(ValueError, match=match):
+    shapes.generate(_with(**changes), "train", 0, 10)

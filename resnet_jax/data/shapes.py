@@ -175,6 +175,13 @@ def generate(config: ShapesConfig, split: str, chunk: int, count: int) -> tuple[
   """
   if split not in _SPLIT_IDS:
     raise ValueError(f"Unknown split {split!r}; choose one of {sorted(_SPLIT_IDS)}.")
+  low, high = config.distractor_scale
+  if config.num_distractors and not 0 < low <= high < 1:
+    raise ValueError(f"distractor_scale={config.distractor_scale} of config {config.name!r}: distractors must be "
+                     "smaller than the labelled shape (0 < min <= max < 1), or the label is ambiguous.")
+  if config.stretch < 1:
+    raise ValueError(f"stretch={config.stretch} of config {config.name!r}: the largest aspect ratio is at least 1 "
+                     "(1 draws unstretched shapes).")
   rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], chunk])
   num_classes = len(CLASS_NAMES)
   labels = rng.permutation(np.arange(count) % num_classes)
