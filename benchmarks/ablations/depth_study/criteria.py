@@ -58,11 +58,12 @@ def check(table, wall_time_s=None):
       ("4. plain training error rises at every step in depth", f"{_path(train_plain)} %", _rises(train_plain)),
   ]
   if wall_time_s is None:
-    rows.append(("5. the study within about 2.5 hours on 2 cores", "not judged: the study is not finished", None))
+    measured, holds = "not judged: the study is not finished", None
   else:
-    rows.append(("5. the study within about 2.5 hours on 2 cores",
-                 f"{wall_time_s / 3600:.2f} h from the first run's first record to the last run's last (lesion not "
-                 "included)", wall_time_s <= BUDGET_S))
+    measured = (f"{wall_time_s / 3600:.2f} h from the first run's first record to the last run's last (lesion not "
+                "included)")
+    holds = wall_time_s <= BUDGET_S
+  rows.append(("5. the study within about 2.5 hours on 2 cores", measured, holds))
   return rows
 
 
